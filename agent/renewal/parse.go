@@ -139,6 +139,16 @@ func isDigits(s string) bool {
 	return s != ""
 }
 
+// ParseDuration reads a duration as dpsagent's and iotemu's configuration files
+// write it: Go's syntax ("90s", "15m", "36h") plus "d" for days ("30d", "1d12h").
+func ParseDuration(s string) (time.Duration, error) {
+	d, err := parseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("duration %q: %w", s, err)
+	}
+	return d, nil
+}
+
 // parseDuration is time.ParseDuration with one more unit, "d" for 24 hours, because certificate
 // lifetimes and margins are counted in days. Components combine as in Go: "1d12h", "1.5d".
 func parseDuration(s string) (time.Duration, error) {

@@ -33,7 +33,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(tpmCommand(stdout, stderr))
+	root.AddCommand(serveCommand(stdout, stderr), tpmCommand(stdout, stderr))
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "iotemu: %v\n", err)
 		return 1

@@ -1,0 +1,198 @@
+package emulator
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// startTestEmulator runs an emulator with every listener on a free loopback port.
+func startTestEmulator(t *testing.T, mutate func(*Config)) (*Emulator, *Endpoints) {
+	t.Helper()
+	cfg := Config{
+		DPS:   ListenerConfig{Listen: "127.0.0.1:0"},
+		Hubs:  []HubConfig{{Name: "hub1", Host: "127.0.0.1", Listen: "127.0.0.1:0"}},
+		Admin: ListenerConfig{Listen: "127.0.0.1:0"},
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	e, err := New(cfg, t.TempDir(), Options{Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := e.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e, ep
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// call sends a request to the admin API and returns the status and body.
+func call(t *testing.T, ep *Endpoints, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, ep.Admin+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// compact re-encodes JSON with sorted keys, for exact comparisons.
+func compact(t *testing.T, s string) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("not JSON: %s", s)
+	}
+	return mustJSON(t, v)
+}
+
+const testKey = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="
+
+func TestAdminEnrollments(t *testing.T) {
+	_, ep := startTestEmulator(t, nil)
+	enroll := `{"registration_id":"gw-1","attestation":{"type":"symmetric_key","primary_key":"` + testKey + `"}}`
+	steps := []struct {
+		method, path, body string
+		status             int
+		want               string
+	}{
+		{"POST", "/api/enrollments", enroll, 201, `"allocation": "hashed"`},
+		{"POST", "/api/enrollments", enroll, 409, "already enrolled"},
+		{"POST", "/api/enrollments", `{"registration_id":"gw-2","attestation":{"type":"symmetric_key"}}`, 400, "primary_key is required"},
+		{"POST", "/api/enrollments", `{"registration_id":"gw-3","colour":"red"}`, 400, `unknown field \"colour\"`},
+		{"POST", "/api/enrollments", `{"group_id":"fleet","attestation":{"type":"symmetric_key","primary_key":"` + testKey + `"},"hubs":["hub1"]}`, 201, `"group_id": "fleet"`},
+		{"GET", "/api/enrollments", "", 200, `"registration_id": "gw-1"`},
+		{"PATCH", "/api/enrollments/GW-1", `{"enabled":false}`, 200, `"enabled": false`},
+		{"PATCH", "/api/enrollments/gw-1", `{"registration_id":"gw-9"}`, 400, "cannot change"},
+		{"PATCH", "/api/enrollments/fleet", `{"allocation":"nope"}`, 400, "use static, evenly or hashed"},
+		{"DELETE", "/api/enrollments/gw-1", "", 204, ""},
+		{"DELETE", "/api/enrollments/gw-1", "", 404, "no enrollment"},
+	}
+	for _, s := range steps {
+		status, body := call(t, ep, s.method, s.path, s.body)
+		if status != s.status || !strings.Contains(body, s.want) {
+			t.Errorf("%s %s %s\n  = %d %s\n  want %d containing %q", s.method, s.path, s.body, status, body, s.status, s.want)
+		}
+	}
+	_, body := call(t, ep, "GET", "/api/enrollments", "")
+	var list []Enrollment
+	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list) != 1 || list[0].GroupID != "fleet" {
+		t.Fatalf("enrollments after the sequence: %s", body)
+	}
+}
+
+func TestAdminDevices(t *testing.T) {
+	e, ep := startTestEmulator(t, nil)
+	if status, body := call(t, ep, "GET", "/api/devices/nope", ""); status != 404 || !strings.Contains(body, "DPS has assigned it") {
+		t.Errorf("unknown device: %d %s", status, body)
+	}
+	e.State().AssignDevice(Device{DeviceID: "dev-1", RegistrationID: "dev-1", Hub: "hub1"}, false)
+	if status, body := call(t, ep, "GET", "/api/devices", ""); status != 200 ||
+		!strings.Contains(body, `"device_id": "dev-1"`) || !strings.Contains(body, `"certificate": null`) || !strings.Contains(body, `"auth": null`) {
+		t.Errorf("device list: %d %s", status, body)
+	}
+	if status, body := call(t, ep, "GET", "/api/devices/dev-1/telemetry", ""); status != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("telemetry of a new device: %d %s", status, body)
+	}
+	status, body := call(t, ep, "PATCH", "/api/devices/dev-1/twin/desired", `{"dpsAgent":{"renewRequestId":"r1"}}`)
+	if status != 200 || compact(t, body) != `{"desired":{"$version":2,"dpsAgent":{"renewRequestId":"r1"}},"reported":{"$version":1}}` {
+		t.Errorf("patch desired: %d %s", status, body)
+	}
+	if status, body := call(t, ep, "GET", "/api/devices/dev-1/twin", ""); status != 200 || compact(t, body) != `{"desired":{"$version":2,"dpsAgent":{"renewRequestId":"r1"}},"reported":{"$version":1}}` {
+		t.Errorf("twin: %d %s", status, body)
+	}
+	if status, body := call(t, ep, "POST", "/api/devices/dev-1/methods/renewCertificate", `{"payload":{},"timeout_seconds":5}`); status != 404 || !strings.Contains(body, "not connected") {
+		t.Errorf("method to a disconnected device: %d %s (IoT Hub answers 404)", status, body)
+	}
+	if status, body := call(t, ep, "POST", "/api/devices/dev-1/methods/x", `{"timeout_seconds":1}`); status != 400 {
+		t.Errorf("method timeout out of range: %d %s", status, body)
+	}
+	if status, body := call(t, ep, "POST", "/api/devices/dev-1/revoke", ""); status != 200 || !strings.Contains(body, `"revoked": true`) {
+		t.Errorf("revoke: %d %s", status, body)
+	}
+}
+
+func TestAdminFaults(t *testing.T) {
+	_, ep := startTestEmulator(t, nil)
+	for _, tc := range []struct {
+		body   string
+		status int
+		want   string
+	}{
+		{`{"endpoint":"dps","action":"throttle"}`, 201, `"retry_after": 5`},
+		{`{"endpoint":"hub","device":"d1","operation":"twin","action":"error","probability":0.5}`, 201, `"status": 500`},
+		{`{"endpoint":"dps","action":"delay"}`, 400, "needs delay"},
+		{`{"endpoint":"dps","action":"delay","delay":"2s"}`, 201, `"delay": "2s"`},
+		{`{"endpoint":"cloud","action":"drop"}`, 400, "use one of dps, hub, credential_api"},
+		{`{"endpoint":"dps","action":"explode"}`, 400, "action"},
+		{`{"endpoint":"dps","action":"drop","count":0}`, 400, "at least 1"},
+	} {
+		status, body := call(t, ep, "POST", "/api/faults", tc.body)
+		if status != tc.status || !strings.Contains(body, tc.want) {
+			t.Errorf("POST %s = %d %s, want %d containing %q", tc.body, status, body, tc.status, tc.want)
+		}
+	}
+	_, body := call(t, ep, "GET", "/api/faults", "")
+	var faults []Fault
+	if err := json.Unmarshal([]byte(body), &faults); err != nil || len(faults) != 3 {
+		t.Fatalf("faults: %s", body)
+	}
+	if status, _ := call(t, ep, "DELETE", "/api/faults", ""); status != 204 {
+		t.Fatalf("DELETE faults = %d", status)
+	}
+	if _, body := call(t, ep, "GET", "/api/faults", ""); strings.TrimSpace(body) != "[]" {
+		t.Fatalf("faults after DELETE: %s", body)
+	}
+}
+
+func TestFaultsCountAndMatch(t *testing.T) {
+	fs := NewFaults(nil)
+	if _, err := fs.Add(Fault{Endpoint: EndpointDPS, Device: "gw-1", Operation: OpPoll, Action: ActionThrottle, Count: ptr(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fs.Match(EndpointDPS, "gw-2", OpPoll); ok {
+		t.Error("a fault for gw-1 matched gw-2")
+	}
+	if _, ok := fs.Match(EndpointDPS, "GW-1", OpRegister); ok {
+		t.Error("a poll fault matched a register")
+	}
+	for i := 0; i < 2; i++ {
+		if f, ok := fs.Match(EndpointDPS, "GW-1", OpPoll); !ok || f.Status != 429 {
+			t.Fatalf("match %d = %+v, %v", i, f, ok)
+		}
+	}
+	if _, ok := fs.Match(EndpointDPS, "gw-1", OpPoll); ok {
+		t.Error("a fault with count 2 matched a third time")
+	}
+}
+
+func TestAdminRejectsOversizedBodies(t *testing.T) {
+	_, ep := startTestEmulator(t, nil)
+	big := `{"registration_id":"` + string(bytes.Repeat([]byte("a"), maxAdminBody)) + `"}`
+	if status, _ := call(t, ep, "POST", "/api/enrollments", big); status != 400 {
+		t.Fatalf("a body over 1 MiB: status %d, want 400", status)
+	}
+}

@@ -1,0 +1,216 @@
+package emulator
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/dpsagent/dpsagent/agent/renewal"
+	"github.com/dpsagent/dpsagent/emulator/pki"
+)
+
+// Config is iotemu's configuration file (snake_case YAML, unknown keys refused).
+// The zero value, after Defaults, is the documented default set-up.
+type Config struct {
+	IDScope      string             `yaml:"id_scope" json:"id_scope"`
+	DPS          ListenerConfig     `yaml:"dps" json:"dps"`
+	Hubs         []HubConfig        `yaml:"hubs" json:"hubs"`
+	Admin        ListenerConfig     `yaml:"admin" json:"admin"`
+	Certificates CertificatesConfig `yaml:"certificates" json:"certificates"`
+	Enrollments  []Enrollment       `yaml:"enrollments" json:"enrollments"`
+}
+
+// ListenerConfig is where a front-end listens: HOST:PORT, port 0 for any free
+// port. "localhost:PORT" listens on both 127.0.0.1 and ::1.
+type ListenerConfig struct {
+	Listen string `yaml:"listen" json:"listen"`
+}
+
+// HubConfig is one IoT Hub. Host is what DPS returns as assignedHub, and what
+// devices connect to and check the server certificate against.
+type HubConfig struct {
+	Name   string `yaml:"name" json:"name"`
+	Host   string `yaml:"host" json:"host"`
+	Listen string `yaml:"listen" json:"listen"`
+}
+
+// CertificatesConfig is the emulated managed PKI's policy.
+type CertificatesConfig struct {
+	Lifetime Duration `yaml:"lifetime" json:"lifetime"`
+	// KeyTypes lists the CSR key types accepted: ecdsa-p256, ecdsa-p384,
+	// rsa-2048. Default: the two EC curves, as Microsoft documents.
+	KeyTypes []string `yaml:"key_types" json:"key_types"`
+	// CredentialAPIDelay is how long the hub's issueCertificate takes between
+	// its 202 and its 200.
+	CredentialAPIDelay Duration `yaml:"credential_api_delay" json:"credential_api_delay"`
+	// CredentialAPIBody selects the form of the 200 body: "object"
+	// ({correlationId, certificates}, the C# and C SDKs) or "array" (a bare
+	// array, as azure-sdk-for-c's preview branch parses it).
+	CredentialAPIBody string `yaml:"credential_api_body" json:"credential_api_body"`
+}
+
+// Duration reads "90s", "15m", "36h", "30d" in YAML and JSON.
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := renewal.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Defaults from the iotemu contract.
+const (
+	DefaultIDScope         = "0ne00000001"
+	DefaultDPSListen       = "localhost:8883"
+	DefaultHubName         = "hub1"
+	DefaultHubHost         = "127.0.0.2"
+	DefaultHubListen       = "127.0.0.2:8883"
+	DefaultAdminListen     = "127.0.0.1:8080"
+	DefaultLifetime        = 30 * 24 * time.Hour
+	DefaultCredentialDelay = 2 * time.Second
+)
+
+// LoadConfig reads a configuration file strictly; an empty path gives the defaults.
+func LoadConfig(path string) (Config, error) {
+	var cfg Config
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("read iotemu configuration: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		// An empty file is valid: all defaults.
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("iotemu configuration %s: %w", path, err)
+		}
+	}
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("iotemu configuration %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Defaults fills in every unset field.
+func (c *Config) Defaults() {
+	if c.IDScope == "" {
+		c.IDScope = DefaultIDScope
+	}
+	if c.DPS.Listen == "" {
+		c.DPS.Listen = DefaultDPSListen
+	}
+	if len(c.Hubs) == 0 {
+		c.Hubs = []HubConfig{{Name: DefaultHubName, Host: DefaultHubHost, Listen: DefaultHubListen}}
+	}
+	for i := range c.Hubs {
+		if c.Hubs[i].Host == "" {
+			c.Hubs[i].Host = hostOf(c.Hubs[i].Listen)
+		}
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = DefaultAdminListen
+	}
+	if c.Certificates.Lifetime == 0 {
+		c.Certificates.Lifetime = Duration(DefaultLifetime)
+	}
+	if len(c.Certificates.KeyTypes) == 0 {
+		c.Certificates.KeyTypes = []string{string(pki.ECDSAP256), string(pki.ECDSAP384)}
+	}
+	if c.Certificates.CredentialAPIDelay == 0 {
+		c.Certificates.CredentialAPIDelay = Duration(DefaultCredentialDelay)
+	}
+	if c.Certificates.CredentialAPIBody == "" {
+		c.Certificates.CredentialAPIBody = "object"
+	}
+	for i := range c.Enrollments {
+		c.Enrollments[i].defaults()
+	}
+}
+
+var idScopePattern = regexp.MustCompile(`^[0-9A-Za-z]{11}$`)
+
+// Validate names the first bad key, its value and what would be valid.
+func (c *Config) Validate() error {
+	if !idScopePattern.MatchString(c.IDScope) {
+		return fmt.Errorf("id_scope %q: use 11 letters and digits, such as %s", c.IDScope, DefaultIDScope)
+	}
+	names := map[string]bool{}
+	for i, h := range c.Hubs {
+		switch {
+		case h.Name == "":
+			return fmt.Errorf("hubs[%d].name is empty: give each hub a name, such as hub1", i)
+		case names[h.Name]:
+			return fmt.Errorf("hubs[%d].name %q is used twice", i, h.Name)
+		case h.Listen == "":
+			return fmt.Errorf("hubs[%d].listen is empty: give HOST:PORT, such as 127.0.0.2:8883", i)
+		}
+		names[h.Name] = true
+	}
+	if _, err := c.KeyPolicy(); err != nil {
+		return fmt.Errorf("certificates.key_types: %w", err)
+	}
+	if l := time.Duration(c.Certificates.Lifetime); l < pki.MinLifetime {
+		return fmt.Errorf("certificates.lifetime %s is too short: use at least %s, such as 90s or 30d", l, pki.MinLifetime)
+	}
+	if b := c.Certificates.CredentialAPIBody; b != "object" && b != "array" {
+		return fmt.Errorf("certificates.credential_api_body %q: use object or array", b)
+	}
+	seen := map[string]bool{}
+	for i := range c.Enrollments {
+		e := &c.Enrollments[i]
+		if err := e.Validate(names); err != nil {
+			return fmt.Errorf("enrollments[%d]: %w", i, err)
+		}
+		if seen[e.Key()] {
+			return fmt.Errorf("enrollments[%d]: %s is enrolled twice", i, e.Key())
+		}
+		seen[e.Key()] = true
+	}
+	return nil
+}
+
+// KeyPolicy is the CSR key policy the certificates section describes.
+func (c *Config) KeyPolicy() (pki.KeyPolicy, error) {
+	var p pki.KeyPolicy
+	for _, name := range c.Certificates.KeyTypes {
+		a, err := pki.ParseKeyAlgorithm(name)
+		if err != nil {
+			return pki.KeyPolicy{}, err
+		}
+		p.Allowed = append(p.Allowed, a)
+	}
+	return p, p.Validate()
+}
+
+// hub returns the configuration of the named hub.
+func (c *Config) hub(name string) (HubConfig, bool) {
+	for _, h := range c.Hubs {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	return HubConfig{}, false
+}
+
+func hostOf(listen string) string {
+	host := listen
+	if i := strings.LastIndex(listen, ":"); i >= 0 {
+		host = listen[:i]
+	}
+	return strings.Trim(host, "[]")
+}
