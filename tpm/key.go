@@ -128,6 +128,9 @@ func (t *TPM) LoadKey(data []byte) (keys.Key, error) {
 	if err := dec.Decode(&blob); err != nil {
 		return nil, fmt.Errorf("read TPM key blob: not a dpsagent TPM key (%w)", err)
 	}
+	if dec.More() {
+		return nil, errors.New("read TPM key blob: unexpected data after the key")
+	}
 	if blob.Format != blobFormat {
 		return nil, fmt.Errorf("read TPM key blob: format %q, expected %q", blob.Format, blobFormat)
 	}
@@ -142,7 +145,11 @@ func (t *TPM) LoadKey(data []byte) (keys.Key, error) {
 	if !bytes.Equal(blob.ParentName, parent.Name.Buffer) {
 		return nil, fmt.Errorf("%w (its storage root key differs from this TPM's): the state belongs to another device, or this TPM was cleared; run `dpsagent reset` to provision a new key", ErrWrongTPM)
 	}
-	return t.keyFromBlob(blob)
+	k, err := t.keyFromBlob(blob)
+	if err != nil {
+		return nil, err // not k: a nil *Key in a keys.Key is not a nil interface
+	}
+	return k, nil
 }
 
 // keyFromBlob checks the blob's public area and builds the Key around it.

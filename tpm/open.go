@@ -19,6 +19,10 @@ import (
 // processes share the TPM and swaps loaded objects in and out for each of them.
 const DefaultDevice = "/dev/tpmrm0"
 
+// ErrBadSpec is returned by Open for a TPM string it does not understand: a
+// configuration mistake rather than a TPM problem.
+var ErrBadSpec = errors.New("TPM not understood")
+
 // Open connects to the TPM named by spec and prepares it for use:
 //
 //   - "" or "/dev/tpmrm0": the kernel resource manager (the service user needs
@@ -51,7 +55,7 @@ func Open(spec string, opts Options) (*TPM, error) {
 		}
 		tr, err = openDevice(spec)
 	default:
-		return nil, fmt.Errorf("TPM %q is not understood: use a device path (%s), unix:PATH or tcp:HOST:PORT", spec, DefaultDevice)
+		return nil, fmt.Errorf("%w: %q: use a device path (%s), unix:PATH or tcp:HOST:PORT", ErrBadSpec, spec, DefaultDevice)
 	}
 	if err != nil {
 		return nil, err

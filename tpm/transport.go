@@ -99,6 +99,9 @@ func responseCode(rsp []byte) tpm2.TPMRC {
 
 // Counter counts the commands sent to a TPM, in total and per command code. The
 // number of TPM round trips per provisioning and renewal is a tracked figure.
+// On a raw socket, the TPM2_Startup sent to an unstarted TPM and the resends a
+// busy TPM asks for are not counted: they are the transport's, not the
+// operation's, and a kernel device does both below us anyway.
 type Counter struct {
 	total atomic.Uint64
 	mu    sync.Mutex

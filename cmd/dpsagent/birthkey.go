@@ -33,9 +33,9 @@ configuration as onboarding.x509.key: tpm-blob:PATH.`,
 			if _, err := os.Stat(keyOut); err == nil {
 				return withCode(exitConfig, fmt.Errorf("%s already exists: it may hold the key of an issued birth certificate; choose another --key-out or remove it first", keyOut))
 			}
-			t, err := tpm.Open(spec, tpm.Options{Logger: c.logger()})
+			t, err := c.openTPM(spec)
 			if err != nil {
-				return withCode(exitTPM, err)
+				return err
 			}
 			defer t.Close()
 			k, err := t.CreateKey(a)
@@ -46,7 +46,7 @@ configuration as onboarding.x509.key: tpm-blob:PATH.`,
 			if err != nil {
 				return withCode(exitTPM, err)
 			}
-			if err := writeNewFile(keyOut, k.Blob(), 0o600); err != nil {
+			if err := writeFile(keyOut, k.Blob(), 0o600, false); err != nil {
 				return withCode(exitFailure, fmt.Errorf("write key blob: %w", err))
 			}
 			pemCSR := keys.CSRPEM(der)
@@ -54,7 +54,7 @@ configuration as onboarding.x509.key: tpm-blob:PATH.`,
 				_, err = c.stdout.Write(pemCSR)
 				return err
 			}
-			if err := writeNewFile(csrOut, pemCSR, 0o644); err != nil {
+			if err := writeFile(csrOut, pemCSR, 0o644, true); err != nil {
 				return withCode(exitFailure, fmt.Errorf("write CSR: %w", err))
 			}
 			fmt.Fprintf(c.stderr, "Created a %s key in the TPM (blob: %s) and its CSR for %q: %s\n", k.Algorithm(), keyOut, regID, csrOut)
@@ -69,28 +69,42 @@ configuration as onboarding.x509.key: tpm-blob:PATH.`,
 	return cmd
 }
 
-// writeNewFile writes data atomically (temp file, fsync, rename) with mode perm.
-func writeNewFile(path string, data []byte, perm os.FileMode) error {
+// writeFile writes data atomically with mode perm: a temp file in the same
+// directory, fsync, then rename (replace) or link (never replace, so a key file
+// that appeared meanwhile is not lost), then fsync the directory.
+func writeFile(path string, data []byte, perm os.FileMode, replace bool) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+	if replace {
+		err = os.Rename(tmp, path)
+	} else {
+		err = os.Link(tmp, path)
+	}
+	if err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	d, err := os.Open(dir)
+	if err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	defer d.Close()
+	return d.Sync()
 }

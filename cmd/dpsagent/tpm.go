@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -23,9 +24,9 @@ which key algorithms and curves it supports, which one "auto" would pick, and
 whether the standard storage root key is persisted at 0x81000002.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			t, err := tpm.Open(spec, tpm.Options{Logger: c.logger()})
+			t, err := c.openTPM(spec)
 			if err != nil {
-				return withCode(exitTPM, err)
+				return err
 			}
 			defer t.Close()
 			in, err := t.Info()
@@ -45,6 +46,19 @@ whether the standard storage root key is persisted at 0x81000002.`,
 	info.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	cmd.AddCommand(info)
 	return cmd
+}
+
+// openTPM opens the TPM, telling a mistyped TPM string (a usage error) from a
+// TPM that cannot be used.
+func (c *cli) openTPM(spec string) (*tpm.TPM, error) {
+	t, err := tpm.Open(spec, tpm.Options{Logger: c.logger()})
+	switch {
+	case errors.Is(err, tpm.ErrBadSpec):
+		return nil, withCode(exitConfig, fmt.Errorf("--tpm: %w", err))
+	case err != nil:
+		return nil, withCode(exitTPM, err)
+	}
+	return t, nil
 }
 
 func (c *cli) printTPMInfo(in *tpm.Info) {

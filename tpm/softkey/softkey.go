@@ -14,26 +14,19 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/dpsagent/dpsagent/tpm/keys"
 )
 
-// Backend creates software keys. The zero value is ready to use.
-type Backend struct {
-	// Rand is the entropy source for key generation; nil means crypto/rand.
-	Rand io.Reader
-}
+// Backend creates software keys from crypto/rand. The zero value is ready to use.
+type Backend struct{}
 
 var _ keys.Backend = (*Backend)(nil)
 
 // CreateKey generates a key; Auto means ECDSA P-384, as Azure's PKI documents.
 func (b *Backend) CreateKey(alg keys.Algorithm) (keys.Key, error) {
-	r := b.Rand
-	if r == nil {
-		r = rand.Reader
-	}
+	r := rand.Reader
 	var (
 		priv crypto.Signer
 		err  error
