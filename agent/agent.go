@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dpsagent/dpsagent/agent/renewal"
+	"github.com/dpsagent/dpsagent/tpm/keys"
+)
+
+// Config is what the agent needs to know about this device.
+type Config struct {
+	IDScope        string
+	RegistrationID string
+	KeyAlgorithm   keys.Algorithm
+	Renewal        renewal.Policy
+}
+
+// Options are the agent's collaborators. Keys, Store, Registrar and Hub are
+// required; nil Clock, Logger and Rand mean the real ones.
+type Options struct {
+	Config    Config
+	Keys      keys.Backend
+	Store     StateStore
+	Registrar Registrar
+	Hub       HubConnector
+	Clock     Clock
+	Logger    *zap.Logger
+	Rand      *rand.Rand
+	// Version is reported in the twin; BuildDate bounds clock sanity checks.
+	Version   string
+	BuildDate time.Time
+	// OnStatus, when set, is called after every status change (systemd
+	// notification, metrics, the local API).
+	OnStatus func(Status)
+}
+
+// Agent runs the device's lifecycle. Create it with New, run it with Run.
+type Agent struct {
+	cfg    Config
+	opts   Options
+	clock  Clock
+	log    *zap.Logger
+	rand   *rand.Rand
+	randMu sync.Mutex
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New checks the options and prepares an agent.
+func New(opts Options) (*Agent, error) {
+	switch {
+	case opts.Keys == nil:
+		return nil, errors.New("agent: Keys is required")
+	case opts.Store == nil:
+		return nil, errors.New("agent: Store is required")
+	case opts.Registrar == nil:
+		return nil, errors.New("agent: Registrar is required")
+	case opts.Hub == nil:
+		return nil, errors.New("agent: Hub is required")
+	case opts.Config.RegistrationID == "":
+		return nil, errors.New("agent: the registration ID is empty")
+	}
+	a := &Agent{cfg: opts.Config, opts: opts, clock: opts.Clock, log: opts.Logger, rand: opts.Rand}
+	if a.clock == nil {
+		a.clock = realClock{}
+	}
+	if a.log == nil {
+		a.log = zap.NewNop()
+	}
+	if a.rand == nil {
+		a.rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if a.cfg.KeyAlgorithm == "" {
+		a.cfg.KeyAlgorithm = keys.Auto
+	}
+	a.status = Status{State: StateStarting, RegistrationID: a.cfg.RegistrationID, IDScope: a.cfg.IDScope}
+	return a, nil
+}
+
+// Run holds a working identity until ctx ends: it provisions when there is
+// none (or the hub refuses the one it has), connects to the assigned hub, and
+// reconnects. It returns nil when ctx ends, or an error only for failures no
+// retry can fix (the state directory became unusable).
+func (a *Agent) Run(ctx context.Context) error {
+	forceProvision := false
+	for ctx.Err() == nil {
+		id, err := a.identity(ctx, forceProvision)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		forceProvision = false
+		err = a.hold(ctx, id)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case unauthorized(err):
+			a.log.Warn("the hub refused this identity (revoked, deleted or moved); registering again with DPS", zap.Error(err))
+			a.recordError(err, "re-provisioning through DPS with the onboarding credential")
+			forceProvision = true
+		case err != nil:
+			a.log.Warn("hub session ended", zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// sleep waits d or until ctx ends; it reports whether the wait completed.
+func (a *Agent) sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-a.clock.After(d):
+		return true
+	}
+}
+
+// backoff is the wait before attempt n (1-based): exponential with full jitter
+// between min and max, never shorter than the cloud's retry-after.
+func (a *Agent) backoff(n int, min, max, retryAfter time.Duration) time.Duration {
+	ceiling := max
+	if n < 30 && min<<n < max {
+		ceiling = min << n
+	}
+	a.randMu.Lock()
+	d := min + time.Duration(a.rand.Int64N(int64(ceiling-min)+1))
+	a.randMu.Unlock()
+	if retryAfter > d {
+		d = retryAfter
+	}
+	return d
+}
