@@ -1,0 +1,238 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/viper"
+
+	"github.com/dpsagent/dpsagent/agent/renewal"
+	"github.com/dpsagent/dpsagent/agent/store"
+	"github.com/dpsagent/dpsagent/mqtt/sas"
+	"github.com/dpsagent/dpsagent/tpm"
+	"github.com/dpsagent/dpsagent/tpm/keys"
+)
+
+// DefaultConfigFile is where `dpsagent init` writes and the service reads.
+const DefaultConfigFile = "/etc/dpsagent/config.yaml"
+
+// Config is /etc/dpsagent/config.yaml. The essential keys are a contract with
+// scripts, the wizard and the documentation; everything else sits under
+// advanced and has a default.
+type Config struct {
+	IDScope        string     `mapstructure:"id_scope"`
+	RegistrationID string     `mapstructure:"registration_id"`
+	Identity       string     `mapstructure:"identity"`
+	Onboarding     Onboarding `mapstructure:"onboarding"`
+	Advanced       Advanced   `mapstructure:"advanced"`
+}
+
+// Onboarding is the credential DPS knows the device by, kept for its whole life.
+type Onboarding struct {
+	Method           string `mapstructure:"method"`
+	SymmetricKeyFile string `mapstructure:"symmetric_key_file"`
+	GroupKey         bool   `mapstructure:"group_key"`
+	X509             struct {
+		CertificateFile string `mapstructure:"certificate_file"`
+		Key             string `mapstructure:"key"`
+	} `mapstructure:"x509"`
+}
+
+// Advanced settings; the defaults suit Azure and a gateway with a TPM.
+type Advanced struct {
+	DPSEndpoint     string `mapstructure:"dps_endpoint"`
+	TrustBundleFile string `mapstructure:"trust_bundle_file"`
+	TPM             string `mapstructure:"tpm"`
+	KeyAlgorithm    string `mapstructure:"key_algorithm"`
+	StateDir        string `mapstructure:"state_dir"`
+	HubPort         int    `mapstructure:"hub_port"`
+	Renewal         struct {
+		Threshold string `mapstructure:"threshold"`
+		Jitter    string `mapstructure:"jitter"`
+	} `mapstructure:"renewal"`
+}
+
+// Identity modes.
+const (
+	IdentityX509 = "x509" // the issued certificate (the goal)
+	IdentitySAS  = "sas"  // legacy: the symmetric key straight to the hub
+)
+
+// Onboarding methods.
+const (
+	OnboardSymmetricKey = "symmetric_key"
+	OnboardX509         = "x509"
+)
+
+// defaults are every key's default; setting them also tells viper which keys
+// exist, which both the DPSAGENT_* overrides and the strict check rely on.
+var configDefaults = map[string]any{
+	"id_scope":                         "",
+	"registration_id":                  "",
+	"identity":                         IdentityX509,
+	"onboarding.method":                OnboardSymmetricKey,
+	"onboarding.symmetric_key_file":    "/etc/dpsagent/onboarding.key",
+	"onboarding.group_key":             false,
+	"onboarding.x509.certificate_file": "",
+	"onboarding.x509.key":              "",
+	"advanced.dps_endpoint":            "global.azure-devices-provisioning.net",
+	"advanced.trust_bundle_file":       "",
+	"advanced.tpm":                     tpm.DefaultDevice,
+	"advanced.key_algorithm":           string(keys.Auto),
+	"advanced.state_dir":               store.DefaultDir,
+	"advanced.hub_port":                8883,
+	"advanced.renewal.threshold":       "80%",
+	"advanced.renewal.jitter":          "5%",
+}
+
+// errNoConfig distinguishes "no configuration yet" from a bad one.
+var errNoConfig = errors.New("no configuration")
+
+// loadConfig reads path strictly, applies DPSAGENT_* overrides, and validates.
+func loadConfig(path string, env []string) (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	for k, d := range configDefaults {
+		v.SetDefault(k, d)
+	}
+	f, err := os.Open(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: %s does not exist: run `dpsagent init` to write one", errNoConfig, path)
+	case err != nil:
+		return nil, fmt.Errorf("read configuration: %w", err)
+	}
+	defer f.Close()
+	if err := v.ReadConfig(f); err != nil {
+		return nil, fmt.Errorf("configuration %s is not valid YAML: %w", path, err)
+	}
+	for _, k := range v.AllKeys() {
+		if _, known := configDefaults[k]; !known {
+			return nil, fmt.Errorf("configuration %s: unknown key %q (check its spelling and indentation; valid keys are listed in /usr/share/doc/dpsagent/examples/config.yaml)", path, k)
+		}
+	}
+	// Overrides: DPSAGENT_ and the key's path in capitals joined by "_".
+	for _, kv := range env {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "DPSAGENT_") {
+			continue
+		}
+		key := envKey(name)
+		if key == "" {
+			return nil, fmt.Errorf("environment variable %s names no configuration key", name)
+		}
+		v.Set(key, value)
+	}
+	var cfg Config
+	if err := v.UnmarshalExact(&cfg); err != nil {
+		return nil, fmt.Errorf("configuration %s: %w", path, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("configuration %s: %w", path, err)
+	}
+	return &cfg, nil
+}
+
+func envKey(name string) string {
+	for k := range configDefaults {
+		if "DPSAGENT_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_")) == name {
+			return k
+		}
+	}
+	return ""
+}
+
+var idScopePattern = regexp.MustCompile(`^0ne[0-9A-Fa-f]{8}$`)
+var registrationIDPattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.:-]{0,126}[A-Za-z0-9])?$`)
+
+// validate names the key, the bad value and what would be valid.
+func (c *Config) validate() error {
+	if !idScopePattern.MatchString(c.IDScope) {
+		return fmt.Errorf("id_scope %q: use the ID scope shown on the DPS instance's overview page, such as 0ne00000001", c.IDScope)
+	}
+	if !registrationIDPattern.MatchString(c.RegistrationID) {
+		return fmt.Errorf("registration_id %q: use up to 128 letters, digits and - . _ :, not starting or ending with a symbol, such as gateway-001", c.RegistrationID)
+	}
+	switch c.Identity {
+	case IdentityX509, IdentitySAS:
+	default:
+		return fmt.Errorf("identity %q: use x509 (a certificate issued for a TPM key) or sas (the legacy symmetric key)", c.Identity)
+	}
+	switch c.Onboarding.Method {
+	case OnboardSymmetricKey:
+		if err := checkSecretFile("onboarding.symmetric_key_file", c.Onboarding.SymmetricKeyFile); err != nil {
+			return err
+		}
+	case OnboardX509:
+		if c.Onboarding.X509.CertificateFile == "" {
+			return errors.New("onboarding.x509.certificate_file is empty: name the birth certificate chain (PEM)")
+		}
+		if k := c.Onboarding.X509.Key; !strings.HasPrefix(k, "tpm:") && !strings.HasPrefix(k, "tpm-blob:") && !strings.HasPrefix(k, "file:") {
+			return fmt.Errorf("onboarding.x509.key %q: use tpm:0x81000003 (a persistent handle), tpm-blob:PATH or file:PATH", k)
+		}
+	default:
+		return fmt.Errorf("onboarding.method %q: use symmetric_key or x509", c.Onboarding.Method)
+	}
+	if c.Identity == IdentitySAS && c.Onboarding.Method != OnboardSymmetricKey {
+		return errors.New("identity sas needs onboarding.method symmetric_key: the hub is reached with that key")
+	}
+	if _, err := keys.ParseAlgorithm(c.Advanced.KeyAlgorithm); err != nil {
+		return fmt.Errorf("advanced.key_algorithm: %w", err)
+	}
+	if c.Advanced.HubPort < 1 || c.Advanced.HubPort > 65535 {
+		return fmt.Errorf("advanced.hub_port %d: use a TCP port, normally 8883", c.Advanced.HubPort)
+	}
+	if _, err := c.renewalPolicy(); err != nil {
+		return fmt.Errorf("advanced.renewal: %w", err)
+	}
+	if c.Advanced.StateDir == "" || !strings.HasPrefix(c.Advanced.StateDir, "/") {
+		return fmt.Errorf("advanced.state_dir %q: use an absolute path, normally %s", c.Advanced.StateDir, store.DefaultDir)
+	}
+	if c.Advanced.TrustBundleFile != "" {
+		if _, err := os.Stat(c.Advanced.TrustBundleFile); err != nil {
+			return fmt.Errorf("advanced.trust_bundle_file: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c *Config) renewalPolicy() (renewal.Policy, error) {
+	return renewal.ParsePolicy(c.Advanced.Renewal.Threshold, c.Advanced.Renewal.Jitter)
+}
+
+// checkSecretFile refuses a secret others can read: a key readable by others
+// may already be copied.
+func checkSecretFile(key, path string) error {
+	if path == "" {
+		return fmt.Errorf("%s is empty: name the file that holds the key", key)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return fmt.Errorf("%s: %s has mode %04o, readable by others: run chmod 600 %s (or 640 with group dpsagent)", key, path, fi.Mode().Perm(), path)
+	}
+	return nil
+}
+
+// readSymmetricKey reads and decodes the onboarding key; with group_key it
+// derives this device's key from the enrollment group's.
+func (c *Config) readSymmetricKey() ([]byte, error) {
+	data, err := os.ReadFile(c.Onboarding.SymmetricKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("onboarding.symmetric_key_file: %w", err)
+	}
+	key, err := sas.DecodeKey(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("onboarding.symmetric_key_file %s: %w", c.Onboarding.SymmetricKeyFile, err)
+	}
+	if c.Onboarding.GroupKey {
+		key = sas.DeriveDeviceKey(key, c.RegistrationID)
+	}
+	return key, nil
+}
