@@ -51,6 +51,11 @@ type Agent struct {
 
 	mu     sync.Mutex
 	status Status
+
+	renewNow chan struct{}
+	// The last dpsAgent.renewRequestId seen in the twin (under mu).
+	renewRequestID   string
+	renewRequestSeen bool
 }
 
 // New checks the options and prepares an agent.
@@ -67,7 +72,7 @@ func New(opts Options) (*Agent, error) {
 	case opts.Config.RegistrationID == "":
 		return nil, errors.New("agent: the registration ID is empty")
 	}
-	a := &Agent{cfg: opts.Config, opts: opts, clock: opts.Clock, log: opts.Logger, rand: opts.Rand}
+	a := &Agent{cfg: opts.Config, opts: opts, clock: opts.Clock, log: opts.Logger, rand: opts.Rand, renewNow: make(chan struct{}, 1)}
 	if a.clock == nil {
 		a.clock = realClock{}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,11 +15,14 @@ import (
 	"github.com/dpsagent/dpsagent/tpm/softkey"
 )
 
-// fakeClock never sleeps: After fires at once and records the wait asked for.
+// fakeClock never sleeps: After fires at once and records the wait asked for;
+// with travel set, it also moves the clock forward by the wait, so schedules
+// play out instantly.
 type fakeClock struct {
-	mu    sync.Mutex
-	now   time.Time
-	waits []time.Duration
+	mu     sync.Mutex
+	now    time.Time
+	waits  []time.Duration
+	travel bool
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -32,6 +34,9 @@ func (c *fakeClock) Now() time.Time {
 func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
 	c.waits = append(c.waits, d)
+	if c.travel {
+		c.now = c.now.Add(d)
+	}
 	c.mu.Unlock()
 	ch := make(chan time.Time, 1)
 	ch <- c.Now()
@@ -42,6 +47,7 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 type fakeDPS struct {
 	t     *testing.T
 	root  *testCA
+	clock *fakeClock
 	mu    sync.Mutex
 	calls int
 	fail  []error                                     // returned by the next calls, in order
@@ -61,7 +67,7 @@ func (d *fakeDPS) Register(_ context.Context, der []byte) (*Registration, error)
 	if err != nil {
 		return nil, err
 	}
-	chain := [][]byte{d.root.issue(d.t, csr.PublicKey, csr.Subject.CommonName), d.root.cert.Raw}
+	chain := [][]byte{d.root.issueAt(d.t, d.clock.Now(), csr.PublicKey, csr.Subject.CommonName), d.root.cert.Raw}
 	if d.tweak != nil {
 		chain = d.tweak(csr)
 	}
@@ -76,15 +82,21 @@ func (d *fakeDPS) registrations() int {
 
 // fakeHub records sessions and reported properties; it can refuse identities.
 type fakeHub struct {
-	mu        sync.Mutex
-	targets   []HubTarget
-	reported  []map[string]any
-	refuse    map[string]bool // by certificate serial
-	connected chan HubTarget
+	t            *testing.T
+	root         *testCA
+	clock        *fakeClock
+	issueErr     error  // the credential API's answer when set
+	refuseAllBut string // when set, only this serial may connect
+	issued       int
+	mu           sync.Mutex
+	targets      []HubTarget
+	reported     []map[string]any
+	refuse       map[string]bool // by certificate serial
+	connected    chan HubTarget
 }
 
-func newFakeHub() *fakeHub {
-	return &fakeHub{refuse: map[string]bool{}, connected: make(chan HubTarget, 16)}
+func newFakeHub(t *testing.T, root *testCA, clock *fakeClock) *fakeHub {
+	return &fakeHub{t: t, root: root, clock: clock, refuse: map[string]bool{}, connected: make(chan HubTarget, 64)}
 }
 
 func (h *fakeHub) Connect(_ context.Context, target HubTarget) (HubSession, error) {
@@ -94,11 +106,15 @@ func (h *fakeHub) Connect(_ context.Context, target HubTarget) (HubSession, erro
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.refuse[cert.Leaf.SerialNumber.Text(16)] {
+	serial := cert.Leaf.SerialNumber.Text(16)
+	if h.refuse[serial] || (h.refuseAllBut != "" && serial != h.refuseAllBut) {
 		return nil, ErrHubUnauthorized
 	}
 	h.targets = append(h.targets, target)
-	h.connected <- target
+	select {
+	case h.connected <- target:
+	default:
+	}
 	return &fakeSession{h: h}, nil
 }
 
@@ -110,8 +126,18 @@ func (s *fakeSession) UpdateReported(_ context.Context, patch map[string]any) (i
 	s.h.reported = append(s.h.reported, patch)
 	return len(s.h.reported) + 1, nil
 }
-func (s *fakeSession) IssueCertificate(context.Context, []byte) ([][]byte, error) {
-	return nil, errors.New("not in this test")
+func (s *fakeSession) IssueCertificate(_ context.Context, der []byte) ([][]byte, error) {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	if s.h.issueErr != nil {
+		return nil, s.h.issueErr
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, err
+	}
+	s.h.issued++
+	return [][]byte{s.h.root.issueAt(s.h.t, s.h.clock.Now(), csr.PublicKey, csr.Subject.CommonName), s.h.root.cert.Raw}, nil
 }
 func (s *fakeSession) Close() error { return nil }
 
@@ -123,9 +149,11 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
+	clock := &fakeClock{now: time.Now()}
+	root := newCA(t, "root", nil)
 	return &harness{
-		dir: filepath.Join(t.TempDir(), "state"), dps: &fakeDPS{t: t, root: newCA(t, "root", nil)}, hub: newFakeHub(),
-		clock: &fakeClock{now: time.Now()},
+		dir: filepath.Join(t.TempDir(), "state"), dps: &fakeDPS{t: t, root: root, clock: clock},
+		hub: newFakeHub(t, root, clock), clock: clock,
 	}
 }
 

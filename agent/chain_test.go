@@ -24,7 +24,7 @@ func newCA(t *testing.T, name string, parent *testCA) *testCA {
 	key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}
 	signer, signerKey := tmpl, crypto.Signer(key)
@@ -43,9 +43,16 @@ type leafOpt func(*x509.Certificate)
 
 func (ca *testCA) issue(t *testing.T, pub crypto.PublicKey, cn string, opts ...leafOpt) []byte {
 	t.Helper()
+	return ca.issueAt(t, time.Now(), pub, cn, opts...)
+}
+
+// issueAt issues a one-hour certificate starting a minute before now.
+func (ca *testCA) issueAt(t *testing.T, now time.Time, pub crypto.PublicKey, cn string, opts ...leafOpt) []byte {
+	t.Helper()
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	for _, o := range opts {

@@ -5,14 +5,15 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dpsagent/dpsagent/agent/renewal"
 )
 
 // Hub reconnection when the connection cannot be opened at all: the session
-// itself reconnects after drops; this covers the first connection.
+// itself reconnects after drops; this covers opening it.
 const (
 	connectMin = time.Second
 	connectMax = 5 * time.Minute
@@ -21,74 +22,191 @@ const (
 // MethodRenewCertificate is the direct method that asks for a renewal.
 const MethodRenewCertificate = "renewCertificate"
 
-// hold connects to the identity's hub and keeps the session until ctx ends or
-// the hub refuses the identity (then the error says so, for Run to go back to DPS).
+// session is a hub session with the events its callbacks deliver.
+type session struct {
+	HubSession
+	connected chan struct{}
+	refused   chan error
+}
+
+// hold keeps id connected to its hub and renews it when due, until ctx ends or
+// the hub refuses the identity (the error then says so, for Run to go back to
+// DPS with the onboarding credential).
 func (a *Agent) hold(ctx context.Context, id *identity) error {
-	var certMu sync.Mutex
-	current := id.tls
-	refused := make(chan error, 1)
-	connected := make(chan struct{}, 1)
-	target := HubTarget{
-		Host:     id.rec.AssignedHub,
-		DeviceID: id.rec.DeviceID,
-		Certificate: func() (*tls.Certificate, error) {
-			certMu.Lock()
-			defer certMu.Unlock()
-			c := current
-			return &c, nil
-		},
-		OnMethod:  a.onMethod,
-		OnDesired: a.onDesired,
-		OnConnection: func(up bool, err error) {
-			a.onConnection(up, err)
-			if up {
-				select {
-				case connected <- struct{}{}:
-				default:
-				}
-			} else if unauthorized(err) {
-				select {
-				case refused <- err:
-				default:
-				}
-			}
-		},
+	s, err := a.connect(ctx, id)
+	if s == nil {
+		return err
 	}
-	var sess HubSession
-	for attempt := 1; ; attempt++ {
-		var err error
-		sess, err = a.opts.Hub.Connect(ctx, target)
+	defer func() { s.Close() }()
+	a.report(ctx, s, id)
+
+	attempt := 0
+	var retryAt time.Time // after a failed renewal, not before this
+	for {
+		d := a.decide(id)
+		due := d.Action == renewal.Renew || d.Action == renewal.RenewViaDPS
+		wait := d.RecheckIn
+		if due {
+			wait = max(0, retryAt.Sub(a.clock.Now()))
+		}
+		forced := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-s.refused:
+			return err
+		case <-s.connected:
+			// Reported properties are part of the device's state; say them
+			// again after every reconnection.
+			a.report(ctx, s, id)
+			continue
+		case <-a.renewNow:
+			forced = true
+			a.log.Info("renewal requested")
+		case <-a.clock.After(wait):
+			if !due {
+				continue // recompute from the wall clock: gateways sleep and clocks jump
+			}
+		}
+		if d.Action == renewal.WaitForClock && forced {
+			a.log.Warn("renewal requested, but the clock is not set yet; waiting for time synchronisation")
+			continue
+		}
+		a.log.Info("renewing the certificate", zap.String("why", renewReason(forced, d)))
+		a.setState(StateRenewing)
+		r, err := a.obtain(ctx, s, id, d.Action == renewal.RenewViaDPS)
 		if err == nil {
-			break
+			var next *session
+			next, err = a.switchTo(ctx, s, r)
+			if next != nil {
+				s, id, attempt, retryAt = next, r.id, 0, time.Time{}
+				a.noteRenewal("success", r.path)
+				a.showIdentity(id)
+				a.setState(StateConnected)
+				a.report(ctx, s, id)
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			// The hub refused the new identity; the old one is back in place.
+			s, err = a.reconnectAfterSwitch(ctx, id, err)
+			if s == nil {
+				return err
+			}
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
+		attempt++
+		delay := a.renewalRetry(id, attempt, err)
+		retryAt = a.clock.Now().Add(delay)
+		a.noteRenewal("failure", "")
+		a.log.Warn("renewal failed; keeping the current certificate and trying again", zap.Error(err), zap.String("hint", hint(err)), zap.Duration("retry_in", delay))
+		a.recordError(err, "the agent keeps the current certificate and retries")
+		a.setState(StateConnected)
+	}
+}
+
+func renewReason(forced bool, d renewal.Decision) string {
+	if forced {
+		return "requested"
+	}
+	return d.Reason
+}
+
+// switchTo moves the connection to the renewed identity: close the session,
+// connect with the new certificate, and promote it only once the hub accepts
+// it. On refusal the staged identity is discarded.
+func (a *Agent) switchTo(ctx context.Context, old *session, r *renewed) (*session, error) {
+	a.log.Info("reconnecting with the renewed certificate", zap.String("serial", r.id.rec.Serial), zap.String("hub", r.id.rec.AssignedHub))
+	_ = old.Close()
+	s, err := a.connectOnce(ctx, r.id)
+	if err != nil {
+		_ = a.opts.Store.DiscardNext()
+		return nil, fmt.Errorf("%w: %w", errRenewalRefused, err)
+	}
+	if err := a.opts.Store.PromoteNext(); err != nil {
+		// The new identity works but could not be committed: keep using it
+		// for this session; at the next start the staged identity is retried.
+		a.log.Error("could not commit the renewed identity", zap.Error(err))
+	}
+	a.log.Info("renewed: now connected with the new certificate", zap.String("serial", r.id.rec.Serial), zap.Time("valid_until", r.id.leaf.NotAfter))
+	return s, nil
+}
+
+// reconnectAfterSwitch goes back to the current identity after the hub refused
+// the renewed one.
+func (a *Agent) reconnectAfterSwitch(ctx context.Context, id *identity, cause error) (*session, error) {
+	a.log.Warn("the hub did not accept the renewed certificate; reconnecting with the current one", zap.Error(cause))
+	s, err := a.connect(ctx, id)
+	if s == nil {
+		return nil, err
+	}
+	return s, cause
+}
+
+// connect opens a session for id, retrying network failures with backoff.
+// It returns a nil session when ctx ended or the hub refused the identity.
+func (a *Agent) connect(ctx context.Context, id *identity) (*session, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := a.connectOnce(ctx, id)
+		if err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
 		if unauthorized(err) {
-			return err
+			return nil, err
 		}
 		wait := a.backoff(attempt, connectMin, connectMax, retryAfter(err))
 		a.log.Warn("cannot connect to the hub; retrying the same hub", zap.String("hub", id.rec.AssignedHub), zap.Error(err), zap.Duration("retry_in", wait))
 		a.recordError(fmt.Errorf("connect to %s: %w", id.rec.AssignedHub, err), "check the network path to the hub (port 8883); the agent keeps retrying")
 		a.setState(StateDisconnected)
 		if !a.sleep(ctx, wait) {
-			return nil
+			return nil, nil
 		}
 	}
-	defer sess.Close()
+}
+
+func (a *Agent) connectOnce(ctx context.Context, id *identity) (*session, error) {
+	s := &session{connected: make(chan struct{}, 1), refused: make(chan error, 1)}
+	cert := id.tls
+	target := HubTarget{
+		Host:        id.rec.AssignedHub,
+		DeviceID:    id.rec.DeviceID,
+		Certificate: func() (*tls.Certificate, error) { c := cert; return &c, nil },
+		OnMethod:    a.onMethod,
+		OnDesired:   a.onDesired,
+		OnConnection: func(up bool, err error) {
+			a.onConnection(up, err)
+			switch {
+			case up:
+				notify(s.connected, struct{}{})
+			case unauthorized(err):
+				notify(s.refused, err)
+			}
+		},
+	}
+	hs, err := a.opts.Hub.Connect(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	s.HubSession = hs
+	// The first connection's event is not a reconnection.
+	select {
+	case <-s.connected:
+	default:
+	}
 	a.onConnection(true, nil)
-	a.report(ctx, sess, id)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-refused:
-			return err
-		case <-connected:
-			// Reported properties are part of the device's state; say them
-			// again after every reconnection.
-			a.report(ctx, sess, id)
-		}
+	return s, nil
+}
+
+func notify[T any](ch chan T, v T) {
+	select {
+	case ch <- v:
+	default:
 	}
 }
 
@@ -99,30 +217,33 @@ func (a *Agent) onConnection(up bool, err error) {
 			s.ConnectedSince = now
 		}
 		s.Connected = up
-		if up {
+		switch {
+		case up && s.State != StateRenewing:
 			s.State = StateConnected
-		} else {
+		case !up && s.State != StateRenewing:
 			s.State = StateDisconnected
 		}
 	})
-	if up {
-		a.log.Info("connected to the hub")
-	} else {
+	if !up && err != nil {
 		a.log.Warn("disconnected from the hub", zap.Error(err))
 	}
 }
 
 // report sends the certificate facts in the shape Microsoft suggests for
 // expiry tracking, and the agent's own facts.
-func (a *Agent) report(ctx context.Context, sess HubSession, id *identity) {
+func (a *Agent) report(ctx context.Context, s *session, id *identity) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := sess.UpdateReported(ctx, reportedProperties(id, a.opts.Version)); err != nil {
+	if _, err := s.UpdateReported(ctx, reportedProperties(id, a.opts.Version, a.Status().LastRenewal)); err != nil {
 		a.log.Warn("could not update reported properties", zap.Error(err))
 	}
 }
 
-func reportedProperties(id *identity, version string) map[string]any {
+func reportedProperties(id *identity, version string, last *RenewalResult) map[string]any {
+	var lastRenewal any
+	if last != nil {
+		lastRenewal = map[string]any{"at": last.At.Format(time.RFC3339), "result": last.Result, "path": nullIfEmpty(last.Path)}
+	}
 	return map[string]any{
 		"certificate": map[string]any{
 			"validFrom":    id.leaf.NotBefore.UTC().Format(time.RFC3339),
@@ -134,20 +255,28 @@ func reportedProperties(id *identity, version string) map[string]any {
 		},
 		"dpsAgent": map[string]any{
 			"version":     version,
-			"lastRenewal": nil,
+			"lastRenewal": lastRenewal,
 		},
 	}
 }
 
-// onMethod answers direct methods. renewCertificate answers with the current
-// certificate state.
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// onMethod answers direct methods. renewCertificate starts a renewal and
+// answers with the certificate state at that moment.
 func (a *Agent) onMethod(_ context.Context, name string, _ []byte) (int, []byte) {
 	if name != MethodRenewCertificate {
 		body, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("unknown method %q", name)})
 		return 404, body
 	}
+	a.Renew()
 	st := a.Status()
-	resp := map[string]any{"state": st.State}
+	resp := map[string]any{"state": st.State, "renewal": "started"}
 	if c := st.Certificate; c != nil {
 		resp["certificate"] = map[string]any{
 			"serialNumber": c.Serial,
@@ -156,13 +285,25 @@ func (a *Agent) onMethod(_ context.Context, name string, _ []byte) (int, []byte)
 		}
 	}
 	body, _ := json.Marshal(resp)
-	return 200, body
+	return 202, body
 }
 
-// onDesired watches dpsAgent.renewRequestId; a new value asks for a renewal.
+// onDesired watches dpsAgent.renewRequestId: a value it has not seen asks for
+// one renewal. The first value seen after start is remembered, not acted on,
+// so a restart does not renew again for an old request.
 func (a *Agent) onDesired(patch map[string]any, version int) {
 	agentProps, _ := patch["dpsAgent"].(map[string]any)
-	if id, ok := agentProps["renewRequestId"].(string); ok {
-		a.log.Info("renewal requested through the device twin", zap.String("renew_request_id", id), zap.Int("desired_version", version))
+	id, ok := agentProps["renewRequestId"].(string)
+	if !ok {
+		return
 	}
+	a.mu.Lock()
+	seen, first := a.renewRequestID, !a.renewRequestSeen
+	a.renewRequestID, a.renewRequestSeen = id, true
+	a.mu.Unlock()
+	if first || id == seen {
+		return
+	}
+	a.log.Info("renewal requested through the device twin", zap.String("renew_request_id", id), zap.Int("desired_version", version))
+	a.Renew()
 }

@@ -46,6 +46,14 @@ func (a *Agent) identity(ctx context.Context, force bool) (*identity, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read the state directory: %w", err)
 	}
+	if m.Next != nil {
+		// A renewal was interrupted between staging and the switch. The
+		// current identity is complete; renewal will run again when due.
+		a.log.Info("discarding a renewed identity staged before a restart; the current one stays", zap.String("serial", m.Next.Serial))
+		if err := a.opts.Store.DiscardNext(); err != nil {
+			return nil, fmt.Errorf("discard the staged identity: %w", err)
+		}
+	}
 	if m.Current != nil && !force {
 		id, err := a.loadIdentity(*m.Current)
 		if err == nil {

@@ -65,6 +65,9 @@ type StateStore interface {
 	WriteBlob(pattern string, data []byte) (string, error)
 	ReadFile(name string) ([]byte, error)
 	RemoveBlob(name string) error
+	StageNext(id store.Identity) error
+	PromoteNext() error
+	DiscardNext() error
 }
 
 // Clock is the wall clock, injectable so schedules are tested without sleeping.

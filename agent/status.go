@@ -31,7 +31,18 @@ type Status struct {
 	Connected      bool
 	ConnectedSince time.Time
 	Certificate    *CertificateStatus
-	LastError      *store.Failure
+	// NextRenewal is when the certificate is due for renewal, and why then.
+	NextRenewal       time.Time
+	NextRenewalReason string
+	LastRenewal       *RenewalResult
+	LastError         *store.Failure
+}
+
+// RenewalResult is the outcome of the last renewal attempt.
+type RenewalResult struct {
+	At     time.Time
+	Result string // "success" or "failure"
+	Path   string // "hub" or "dps"
 }
 
 // CertificateStatus describes the identity in use.
