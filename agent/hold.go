@@ -102,7 +102,7 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 		delay := a.renewalRetry(id, attempt, err)
 		retryAt = a.clock.Now().Add(delay)
 		a.noteRenewal("failure", "")
-		a.log.Warn("renewal failed; keeping the current certificate and trying again", zap.Error(err), zap.String("hint", hint(err)), zap.Duration("retry_in", delay))
+		a.log.Warn("renewal failed; keeping the current certificate and trying again", zap.Error(err), zap.String("hint", Hint(err)), zap.Duration("retry_in", delay))
 		a.recordError(err, "the agent keeps the current certificate and retries")
 		a.setState(StateConnected)
 	}

@@ -76,11 +76,11 @@ func (a *Agent) identity(ctx context.Context, force bool) (*identity, error) {
 			return nil, ctx.Err()
 		}
 		min, max := retryMin, retryMax
-		if !retryable(err) {
+		if !Retryable(err) {
 			min, max = refusedMin, refusedMax
 		}
 		wait := a.backoff(attempt, min, max, retryAfter(err))
-		a.log.Warn("provisioning failed; will try again", zap.Error(err), zap.String("hint", hint(err)), zap.Duration("retry_in", wait))
+		a.log.Warn("provisioning failed; will try again", zap.Error(err), zap.String("hint", Hint(err)), zap.Duration("retry_in", wait))
 		a.recordError(err, "the agent retries on its own")
 		a.setState(StateError)
 		if !a.sleep(ctx, wait) {
@@ -98,7 +98,7 @@ func (a *Agent) loadIdentity(rec store.Identity) (*identity, error) {
 	}
 	key, err := a.opts.Keys.LoadKey(blob)
 	if err != nil {
-		return nil, fmt.Errorf("load the key: %w", err)
+		return nil, fmt.Errorf("%w: load the key: %w", ErrKeys, err)
 	}
 	pemChain, err := a.opts.Store.ReadFile(rec.ChainFile)
 	if err != nil {
@@ -133,11 +133,11 @@ func (a *Agent) provision(ctx context.Context) (*identity, error) {
 	a.log.Info("creating a key for this device", zap.String("algorithm", string(a.cfg.KeyAlgorithm)))
 	key, err := a.opts.Keys.CreateKey(a.cfg.KeyAlgorithm)
 	if err != nil {
-		return nil, fmt.Errorf("create key: %w", err)
+		return nil, fmt.Errorf("%w: create key: %w", ErrKeys, err)
 	}
 	csr, err := keys.NewCSR(key, a.cfg.RegistrationID)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrKeys, err)
 	}
 	a.log.Info("registering with DPS and asking for a certificate", zap.String("registration_id", a.cfg.RegistrationID), zap.String("id_scope", a.cfg.IDScope))
 	reg, err := a.opts.Registrar.Register(ctx, csr)

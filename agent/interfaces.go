@@ -87,14 +87,19 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 // moved to another hub. The agent then goes back to DPS.
 var ErrHubUnauthorized = errors.New("the hub refused this device's identity")
 
-// cloud error classification, through optional methods so that the packages
-// that talk to the cloud need not import this one.
-func retryable(err error) bool {
+// ErrKeys marks failures of the key backend (the TPM), as opposed to the cloud's.
+var ErrKeys = errors.New("key backend")
+
+// Retryable reports whether err is worth retrying soon (network failures,
+// throttling, server errors) rather than a refusal someone must fix. Cloud
+// packages say so through a Retryable() bool method, so they need not import
+// this one.
+func Retryable(err error) bool {
 	var r interface{ Retryable() bool }
 	if errors.As(err, &r) {
 		return r.Retryable()
 	}
-	return !errors.Is(err, ErrBadChain) // network errors and the like
+	return !errors.Is(err, ErrBadChain) && !errors.Is(err, ErrKeys) // network errors and the like
 }
 
 func retryAfter(err error) time.Duration {
@@ -105,7 +110,9 @@ func retryAfter(err error) time.Duration {
 	return 0
 }
 
-func hint(err error) string {
+// Hint is the plain-language advice an error carries (through a Hint() string
+// method), or "".
+func Hint(err error) string {
 	var h interface{ Hint() string }
 	if errors.As(err, &h) {
 		return h.Hint()

@@ -77,7 +77,7 @@ func (a *Agent) obtain(ctx context.Context, sess HubSession, current *identity, 
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			a.log.Warn("the hub's credential API did not renew the certificate; registering with DPS instead", zap.Error(herr), zap.String("hint", hint(herr)))
+			a.log.Warn("the hub's credential API did not renew the certificate; registering with DPS instead", zap.Error(herr), zap.String("hint", Hint(herr)))
 		}
 	}
 	if v == nil {

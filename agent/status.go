@@ -79,7 +79,7 @@ func (a *Agent) setState(st State) { a.updateStatus(func(s *Status) { s.State = 
 // recordError keeps the failure for the status screen, in memory and in the
 // state directory, so `dpsagent status` shows it after a restart too.
 func (a *Agent) recordError(err error, fallbackHint string) {
-	h := hint(err)
+	h := Hint(err)
 	if h == "" {
 		h = fallbackHint
 	}

@@ -308,6 +308,8 @@ func (e *Emulator) invokeMethod(w http.ResponseWriter, r *http.Request) {
 	}
 	status, payload, err := h.InvokeMethod(r.Context(), d.DeviceID, r.PathValue("name"), req.Payload, timeout)
 	switch {
+	case errors.Is(err, ErrInvalidMethodName):
+		writeError(w, http.StatusBadRequest, "method name %q: %v", r.PathValue("name"), err)
 	case errors.Is(err, ErrDeviceNotConnected):
 		writeError(w, http.StatusNotFound, "device %q is not connected (or not subscribed to direct methods)", d.DeviceID)
 	case errors.Is(err, ErrMethodTimeout), errors.Is(err, context.DeadlineExceeded):

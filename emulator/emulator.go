@@ -47,6 +47,7 @@ type Emulator struct {
 	listeners []net.Listener
 	wg        sync.WaitGroup
 	endpoints *Endpoints
+	closed    bool
 }
 
 // Endpoints is written to DATA/endpoints.json once every listener is up; tests
@@ -243,6 +244,11 @@ func isNoIPv6(err error) bool {
 // Close stops every endpoint and waits for their goroutines.
 func (e *Emulator) Close() error {
 	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
 	servers, admin, listeners := e.servers, e.admin, e.listeners
 	e.servers, e.admin, e.listeners = nil, nil, nil
 	e.mu.Unlock()

@@ -220,9 +220,9 @@ func checkSecretFile(key, path string) error {
 	return nil
 }
 
-// readSymmetricKey reads and decodes the onboarding key; with group_key it
-// derives this device's key from the enrollment group's.
-func (c *Config) readSymmetricKey() ([]byte, error) {
+// onboardingKey reads and decodes onboarding.symmetric_key_file: the device's
+// key, or with group_key the enrollment group's.
+func (c *Config) onboardingKey() ([]byte, error) {
 	data, err := os.ReadFile(c.Onboarding.SymmetricKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("onboarding.symmetric_key_file: %w", err)
@@ -231,8 +231,15 @@ func (c *Config) readSymmetricKey() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("onboarding.symmetric_key_file %s: %w", c.Onboarding.SymmetricKeyFile, err)
 	}
-	if c.Onboarding.GroupKey {
-		key = sas.DeriveDeviceKey(key, c.RegistrationID)
-	}
 	return key, nil
+}
+
+// deviceKey is this device's symmetric key: with group_key it is derived from
+// the group's, as DPS derives it.
+func (c *Config) deviceKey() ([]byte, error) {
+	key, err := c.onboardingKey()
+	if err != nil || !c.Onboarding.GroupKey {
+		return key, err
+	}
+	return sas.DeriveDeviceKey(key, c.RegistrationID), nil
 }

@@ -44,7 +44,7 @@ func TestLoadConfigDefaultsAndOverrides(t *testing.T) {
 	if cfg.Advanced.DPSEndpoint != "127.0.0.1:8883" || cfg.Advanced.HubPort != 9883 {
 		t.Errorf("environment overrides not applied: %+v", cfg.Advanced)
 	}
-	key, err := cfg.readSymmetricKey()
+	key, err := cfg.deviceKey()
 	if err != nil || len(key) != 32 {
 		t.Fatalf("key: %d bytes, %v", len(key), err)
 	}
