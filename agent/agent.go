@@ -19,6 +19,10 @@ type Config struct {
 	RegistrationID string
 	KeyAlgorithm   keys.Algorithm
 	Renewal        renewal.Policy
+	// SAS selects the legacy identity mode: no CSR, the hub reached with the
+	// onboarding symmetric key (the hub connector holds it). For DPS instances
+	// without certificate management; an X.509 identity is the goal.
+	SAS bool
 }
 
 // Options are the agent's collaborators. Keys, Store, Registrar and Hub are

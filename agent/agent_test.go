@@ -63,6 +63,9 @@ func (d *fakeDPS) Register(_ context.Context, der []byte) (*Registration, error)
 		d.fail = d.fail[1:]
 		return nil, err
 	}
+	if der == nil { // sas mode: no certificate asked for
+		return &Registration{OperationID: "op", Status: "assigned", AssignedHub: "hub.example", DeviceID: "gw-1"}, nil
+	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
 		return nil, err
@@ -100,6 +103,13 @@ func newFakeHub(t *testing.T, root *testCA, clock *fakeClock) *fakeHub {
 }
 
 func (h *fakeHub) Connect(_ context.Context, target HubTarget) (HubSession, error) {
+	if target.Certificate == nil { // sas mode
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.targets = append(h.targets, target)
+		h.connected <- target
+		return &fakeSession{h: h}, nil
+	}
 	cert, err := target.Certificate()
 	if err != nil {
 		return nil, err
@@ -161,12 +171,17 @@ func newHarness(t *testing.T) *harness {
 // function that waits for Run to end.
 func (h *harness) run(t *testing.T) (*Agent, func()) {
 	t.Helper()
+	return h.runWith(t, Config{IDScope: "0ne00000001", RegistrationID: "gw-1", KeyAlgorithm: keys.ECDSAP256})
+}
+
+func (h *harness) runWith(t *testing.T, cfg Config) (*Agent, func()) {
+	t.Helper()
 	st, err := store.Open(h.dir, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, err := New(Options{
-		Config: Config{IDScope: "0ne00000001", RegistrationID: "gw-1", KeyAlgorithm: keys.ECDSAP256},
+		Config: cfg,
 		Keys:   &softkey.Backend{}, Store: st, Registrar: h.dps, Hub: h.hub, Clock: h.clock, Version: "test",
 	})
 	if err != nil {
@@ -320,4 +335,39 @@ func TestHubRefusalLeadsBackToDPS(t *testing.T) {
 		t.Error("reconnected with the refused certificate")
 	}
 	var _ tls.Certificate = *second
+}
+
+// The legacy sas mode registers without a CSR, connects with the symmetric
+// key (no certificate), and reports that it has no certificate. Switching the
+// configuration to x509 later provisions a certificate.
+func TestSASModeAndTheWayOut(t *testing.T) {
+	h := newHarness(t)
+	sasCfg := Config{IDScope: "0ne00000001", RegistrationID: "gw-1", SAS: true}
+	a, stop := h.runWith(t, sasCfg)
+	target := h.waitConnected(t)
+	stop()
+	if target.Certificate != nil || a.Status().Certificate != nil {
+		t.Fatal("sas mode presented a certificate")
+	}
+	h.hub.mu.Lock()
+	rep := h.hub.reported[0]
+	h.hub.mu.Unlock()
+	if rep["certificate"] != nil || rep["dpsAgent"].(map[string]any)["identity"] != "sas" {
+		t.Errorf("reported in sas mode: %v", rep)
+	}
+	_, stop = h.runWith(t, sasCfg)
+	h.waitConnected(t)
+	stop()
+	if n := h.dps.registrations(); n != 1 {
+		t.Fatalf("%d registrations for two sas starts, want 1", n)
+	}
+	_, stop = h.run(t) // now x509
+	target = h.waitConnected(t)
+	stop()
+	if target.Certificate == nil {
+		t.Fatal("after switching to x509 the agent still connects without a certificate")
+	}
+	if m := h.manifest(t); m.Current.KeyStorage != store.StorageFile {
+		t.Errorf("stored identity after the switch: %+v", m.Current)
+	}
 }

@@ -43,11 +43,19 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 	attempt := 0
 	var retryAt time.Time // after a failed renewal, not before this
 	for {
-		d := a.decide(id)
-		due := d.Action == renewal.Renew || d.Action == renewal.RenewViaDPS
-		wait := d.RecheckIn
-		if due {
-			wait = max(0, retryAt.Sub(a.clock.Now()))
+		var (
+			d     renewal.Decision
+			due   bool
+			timer <-chan time.Time // nil in sas mode: nothing to renew
+		)
+		if id.leaf != nil {
+			d = a.decide(id)
+			due = d.Action == renewal.Renew || d.Action == renewal.RenewViaDPS
+			wait := d.RecheckIn
+			if due {
+				wait = max(0, retryAt.Sub(a.clock.Now()))
+			}
+			timer = a.clock.After(wait)
 		}
 		forced := false
 		select {
@@ -61,9 +69,13 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 			a.report(ctx, s, id)
 			continue
 		case <-a.renewNow:
+			if id.leaf == nil {
+				a.log.Warn("renewal requested, but in sas mode there is no certificate to renew")
+				continue
+			}
 			forced = true
 			a.log.Info("renewal requested")
-		case <-a.clock.After(wait):
+		case <-timer:
 			if !due {
 				continue // recompute from the wall clock: gateways sleep and clocks jump
 			}
@@ -172,11 +184,9 @@ func (a *Agent) connect(ctx context.Context, id *identity) (*session, error) {
 
 func (a *Agent) connectOnce(ctx context.Context, id *identity) (*session, error) {
 	s := &session{connected: make(chan struct{}, 1), refused: make(chan error, 1)}
-	cert := id.tls
 	target := HubTarget{
-		Host:        id.rec.AssignedHub,
-		DeviceID:    id.rec.DeviceID,
-		Certificate: func() (*tls.Certificate, error) { c := cert; return &c, nil },
+		Host:     id.rec.AssignedHub,
+		DeviceID: id.rec.DeviceID,
 		OnMethod:    a.onMethod,
 		OnDesired:   a.onDesired,
 		OnConnection: func(up bool, err error) {
@@ -188,6 +198,10 @@ func (a *Agent) connectOnce(ctx context.Context, id *identity) (*session, error)
 				notify(s.refused, err)
 			}
 		},
+	}
+	if id.leaf != nil {
+		cert := id.tls
+		target.Certificate = func() (*tls.Certificate, error) { c := cert; return &c, nil }
 	}
 	hs, err := a.opts.Hub.Connect(ctx, target)
 	if err != nil {
@@ -244,6 +258,12 @@ func reportedProperties(id *identity, version string, last *RenewalResult) map[s
 	if last != nil {
 		lastRenewal = map[string]any{"at": last.At.Format(time.RFC3339), "result": last.Result, "path": nullIfEmpty(last.Path)}
 	}
+	agentProps := map[string]any{"version": version, "lastRenewal": lastRenewal}
+	if id.leaf == nil {
+		agentProps["identity"] = "sas"
+		return map[string]any{"certificate": nil, "dpsAgent": agentProps}
+	}
+	agentProps["identity"] = "x509"
 	return map[string]any{
 		"certificate": map[string]any{
 			"validFrom":    id.leaf.NotBefore.UTC().Format(time.RFC3339),
@@ -253,10 +273,7 @@ func reportedProperties(id *identity, version string, last *RenewalResult) map[s
 			"keyAlgorithm": string(id.rec.KeyAlgorithm),
 			"keyStorage":   string(id.rec.KeyStorage),
 		},
-		"dpsAgent": map[string]any{
-			"version":     version,
-			"lastRenewal": lastRenewal,
-		},
+		"dpsAgent": agentProps,
 	}
 }
 

@@ -58,7 +58,7 @@ func (a *Agent) identity(ctx context.Context, force bool) (*identity, error) {
 		id, err := a.loadIdentity(*m.Current)
 		if err == nil {
 			a.log.Info("using the stored identity; not registering again",
-				zap.String("device_id", id.rec.DeviceID), zap.String("hub", id.rec.AssignedHub), zap.Time("valid_until", id.leaf.NotAfter))
+				zap.String("device_id", id.rec.DeviceID), zap.String("hub", id.rec.AssignedHub), zap.Time("valid_until", id.rec.NotAfter))
 			a.showIdentity(id)
 			return id, nil
 		}
@@ -92,6 +92,12 @@ func (a *Agent) identity(ctx context.Context, force bool) (*identity, error) {
 // loadIdentity rebuilds a stored identity and checks it is still one: the key
 // loads, the chain parses, the leaf is for the key and has not expired.
 func (a *Agent) loadIdentity(rec store.Identity) (*identity, error) {
+	if sas := rec.KeyStorage == store.StorageSAS; sas != a.cfg.SAS {
+		return nil, fmt.Errorf("the stored identity is of the other mode (sas: %v) than the configuration's", sas)
+	}
+	if a.cfg.SAS {
+		return &identity{rec: rec}, nil
+	}
 	blob, err := a.opts.Store.ReadFile(rec.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("read the key: %w", err)
@@ -130,6 +136,9 @@ func (a *Agent) newIdentity(rec store.Identity, key keys.Key, v *VerifiedChain) 
 // check passed; the previous identity, if any, stays until the commit.
 func (a *Agent) provision(ctx context.Context) (*identity, error) {
 	a.setState(StateProvisioning)
+	if a.cfg.SAS {
+		return a.provisionSAS(ctx)
+	}
 	a.log.Info("creating a key for this device", zap.String("algorithm", string(a.cfg.KeyAlgorithm)))
 	key, err := a.opts.Keys.CreateKey(a.cfg.KeyAlgorithm)
 	if err != nil {
@@ -204,7 +213,39 @@ func (a *Agent) commitIdentity(rec *store.Identity, key keys.Key, v *VerifiedCha
 	return nil
 }
 
+// provisionSAS registers without a CSR, for the legacy mode.
+func (a *Agent) provisionSAS(ctx context.Context) (*identity, error) {
+	a.log.Warn("identity: sas is the legacy mode (the symmetric key goes to the hub); an X.509 identity held in the TPM is the goal")
+	reg, err := a.opts.Registrar.Register(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("register %q with DPS: %w", a.cfg.RegistrationID, err)
+	}
+	now := a.clock.Now().UTC()
+	rec := store.Identity{
+		KeyStorage: store.StorageSAS, RegistrationID: a.cfg.RegistrationID,
+		DeviceID: reg.DeviceID, AssignedHub: reg.AssignedHub, ProvisionedAt: now, Path: store.PathDPS,
+	}
+	err = a.opts.Store.Update(func(m *store.Manifest) error {
+		m.IDScope, m.Current, m.Next, m.LastError = a.cfg.IDScope, &rec, nil, nil
+		m.LastRegistration = &store.Registration{At: now, OperationID: reg.OperationID, Status: reg.Status, Substatus: reg.Substatus}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("commit the new identity: %w", err)
+	}
+	a.log.Info("provisioned (sas mode)", zap.String("device_id", rec.DeviceID), zap.String("hub", rec.AssignedHub))
+	id := &identity{rec: rec}
+	a.showIdentity(id)
+	return id, nil
+}
+
 func (a *Agent) showIdentity(id *identity) {
+	if id.leaf == nil {
+		a.updateStatus(func(s *Status) {
+			s.DeviceID, s.AssignedHub, s.Certificate, s.LastError = id.rec.DeviceID, id.rec.AssignedHub, nil, nil
+		})
+		return
+	}
 	a.updateStatus(func(s *Status) {
 		s.DeviceID, s.AssignedHub = id.rec.DeviceID, id.rec.AssignedHub
 		s.Certificate = &CertificateStatus{

@@ -24,7 +24,9 @@ func (a *Agent) Provision(ctx context.Context, force bool) (Status, error) {
 	}
 	defer s.Close()
 	a.report(ctx, s, id)
-	a.decide(id)
+	if id.leaf != nil {
+		a.decide(id)
+	}
 	return a.Status(), nil
 }
 

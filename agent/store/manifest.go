@@ -79,6 +79,9 @@ const (
 	StorageTPM KeyStorage = "tpm"
 	// StorageFile: the key file holds a PKCS#8 private key (the software backend).
 	StorageFile KeyStorage = "file"
+	// StorageSAS: the legacy identity mode: no key or certificate of its own;
+	// the hub is reached with the onboarding symmetric key. No files.
+	StorageSAS KeyStorage = "sas"
 )
 
 // Path says how an identity's certificate was obtained.
@@ -90,7 +93,7 @@ const (
 )
 
 func (a KeyAlgorithm) valid() bool { return a == ECDSAP256 || a == ECDSAP384 || a == RSA2048 }
-func (s KeyStorage) valid() bool   { return s == StorageTPM || s == StorageFile }
+func (s KeyStorage) valid() bool   { return s == StorageTPM || s == StorageFile || s == StorageSAS }
 func (p Path) valid() bool         { return p == PathDPS || p == PathHub }
 
 // SetCertificate copies the display facts of the issued leaf certificate
@@ -102,7 +105,12 @@ func (id *Identity) SetCertificate(leaf *x509.Certificate) {
 }
 
 // Files returns the names of the files the identity owns.
-func (id *Identity) Files() []string { return []string{id.KeyFile, id.ChainFile} }
+func (id *Identity) Files() []string {
+	if id.KeyStorage == StorageSAS {
+		return nil
+	}
+	return []string{id.KeyFile, id.ChainFile}
+}
 
 // Clone returns a deep copy, so a caller's edits never reach the store's copy.
 func (m *Manifest) Clone() *Manifest {
@@ -169,6 +177,12 @@ func (m *Manifest) validateIdentity(which string, id *Identity) error {
 	if id == nil {
 		return nil
 	}
+	if id.KeyStorage == StorageSAS {
+		if id.KeyFile != "" || id.ChainFile != "" || id.KeyAlgorithm != "" {
+			return fmt.Errorf("%s: a sas identity has no key_file, chain_file or key_algorithm", which)
+		}
+		return m.validateFacts(which, id)
+	}
 	if err := checkBlobName(id.KeyFile); err != nil {
 		return fmt.Errorf("%s.key_file: %w", which, err)
 	}
@@ -179,8 +193,13 @@ func (m *Manifest) validateIdentity(which string, id *Identity) error {
 		return fmt.Errorf("%s.key_algorithm %q: want %s, %s or %s", which, id.KeyAlgorithm, ECDSAP256, ECDSAP384, RSA2048)
 	}
 	if !id.KeyStorage.valid() {
-		return fmt.Errorf("%s.key_storage %q: want %s or %s", which, id.KeyStorage, StorageTPM, StorageFile)
+		return fmt.Errorf("%s.key_storage %q: want %s, %s or %s", which, id.KeyStorage, StorageTPM, StorageFile, StorageSAS)
 	}
+	return m.validateFacts(which, id)
+}
+
+// validateFacts checks what every identity needs to connect.
+func (m *Manifest) validateFacts(which string, id *Identity) error {
 	if !id.Path.valid() {
 		return fmt.Errorf("%s.path %q: want %s or %s", which, id.Path, PathDPS, PathHub)
 	}

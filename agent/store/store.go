@@ -234,8 +234,8 @@ func (s *Store) checkFiles(m *Manifest) error {
 		name string
 		id   *Identity
 	}{{"current", m.Current}, {"next", m.Next}} {
-		if which.id == nil {
-			continue
+		if which.id == nil || which.id.KeyStorage == StorageSAS {
+			continue // a sas identity has no files
 		}
 		for _, f := range []struct{ field, name string }{
 			{"key_file", which.id.KeyFile}, {"chain_file", which.id.ChainFile},

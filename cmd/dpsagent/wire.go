@@ -68,7 +68,7 @@ func (c *cli) wire(cfg *Config, log *zap.Logger, onStatus func(agent.Status)) (*
 	policy, _ := cfg.renewalPolicy() // validated with the configuration
 	alg, _ := keys.ParseAlgorithm(cfg.Advanced.KeyAlgorithm)
 	d.agent, err = agent.New(agent.Options{
-		Config:    agent.Config{IDScope: cfg.IDScope, RegistrationID: cfg.RegistrationID, KeyAlgorithm: alg, Renewal: policy},
+		Config:    agent.Config{IDScope: cfg.IDScope, RegistrationID: cfg.RegistrationID, KeyAlgorithm: alg, Renewal: policy, SAS: cfg.Identity == IdentitySAS},
 		Keys:      d.keys,
 		Store:     d.store,
 		Registrar: registrar,
