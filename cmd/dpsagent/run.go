@@ -103,6 +103,10 @@ Exit codes: 0 provisioned and connected; 2 bad configuration; 3 TPM problem;
 				}
 				return withCode(provisionExitCode(ctx, err), err)
 			}
+			if st.Certificate == nil {
+				fmt.Fprintf(c.stdout, "Provisioned: device %s on hub %s, with the symmetric key (identity: sas, the legacy mode).\n", st.DeviceID, st.AssignedHub)
+				return nil
+			}
 			fmt.Fprintf(c.stdout, "Provisioned: device %s on hub %s, certificate %s valid until %s (%s key in %s).\n",
 				st.DeviceID, st.AssignedHub, st.Certificate.Serial, st.Certificate.NotAfter.Format(time.RFC3339),
 				st.Certificate.KeyAlgorithm, st.Certificate.KeyStorage)

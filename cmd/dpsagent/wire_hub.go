@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 
 	"go.uber.org/zap"
 
@@ -39,7 +40,13 @@ func (h hubConnector) Connect(ctx context.Context, target agent.HubTarget) (agen
 		Logger:             h.log,
 		OnMethod:           target.OnMethod,
 		OnDesired:          target.OnDesired,
-		OnConnectionChange: target.OnConnection,
+		OnConnectionChange: func(up bool, err error) {
+			// The end of a session we closed ourselves is not news.
+			if !up && errors.Is(err, hub.ErrClosed) {
+				return
+			}
+			target.OnConnection(up, err)
+		},
 	}
 	if target.Certificate != nil {
 		opts.Auth.Certificate = target.Certificate
