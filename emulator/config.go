@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +55,11 @@ type CertificatesConfig struct {
 	// ({correlationId, certificates}, the C# and C SDKs) or "array" (a bare
 	// array, as azure-sdk-for-c's preview branch parses it).
 	CredentialAPIBody string `yaml:"credential_api_body" json:"credential_api_body"`
+	// CredentialAPIConflictCode is the errorCode of the 409 a second request
+	// gets while one is active: 409005 as the newest SDK sources (C, design
+	// documents) have it, or 409004 as Microsoft's January 2026 service test
+	// log shows it (reference §2.3 error table).
+	CredentialAPIConflictCode int `yaml:"credential_api_conflict_code" json:"credential_api_conflict_code"`
 }
 
 // Duration reads "90s", "15m", "36h", "30d" in YAML and JSON.
@@ -86,22 +92,32 @@ const (
 
 // LoadConfig reads a configuration file strictly; an empty path gives the defaults.
 func LoadConfig(path string) (Config, error) {
-	var cfg Config
+	var data []byte
 	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
 			return Config{}, fmt.Errorf("read iotemu configuration: %w", err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		// An empty file is valid: all defaults.
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return Config{}, fmt.Errorf("iotemu configuration %s: %w", path, err)
-		}
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("iotemu configuration %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig reads a configuration strictly (unknown keys are errors), fills
+// in the defaults and validates the result. Empty input is all defaults.
+func ParseConfig(data []byte) (Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
 	}
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("iotemu configuration %s: %w", path, err)
+		return Config{}, err
 	}
 	return cfg, nil
 }
@@ -137,10 +153,17 @@ func (c *Config) Defaults() {
 	if c.Certificates.CredentialAPIBody == "" {
 		c.Certificates.CredentialAPIBody = "object"
 	}
+	if c.Certificates.CredentialAPIConflictCode == 0 {
+		c.Certificates.CredentialAPIConflictCode = hubErrConflictDefault
+	}
 	for i := range c.Enrollments {
 		c.Enrollments[i].defaults()
 	}
 }
+
+// credentialConflictCodes are the errorCodes sources give the credential
+// API's 409 (reference §2.3 error table).
+var credentialConflictCodes = []int{409005, 409004}
 
 var idScopePattern = regexp.MustCompile(`^[0-9A-Za-z]{11}$`)
 
@@ -169,6 +192,9 @@ func (c *Config) Validate() error {
 	}
 	if b := c.Certificates.CredentialAPIBody; b != "object" && b != "array" {
 		return fmt.Errorf("certificates.credential_api_body %q: use object or array", b)
+	}
+	if code := c.Certificates.CredentialAPIConflictCode; !slices.Contains(credentialConflictCodes, code) {
+		return fmt.Errorf("certificates.credential_api_conflict_code %d: use 409005 (the newest SDK sources) or 409004 (the January 2026 service tests)", code)
 	}
 	seen := map[string]bool{}
 	for i := range c.Enrollments {

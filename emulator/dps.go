@@ -25,7 +25,6 @@ type dps struct {
 
 	// Tunables. Tests and benchmarks set them after New and before Start.
 	assignDelay  time.Duration // from the 202 until the assignment is done
-	ackGrace     time.Duration // see dpsSession.send
 	retryAfter   int           // seconds, in 202 answers
 	operationTTL time.Duration // how long a finished operation can be polled
 	pollLimit    int           // polls per device per pollWindow
@@ -52,7 +51,6 @@ type dps struct {
 // usually done by the first poll.
 const (
 	dpsDefaultAssignDelay  = time.Second
-	dpsDefaultAckGrace     = 10 * time.Millisecond
 	dpsDefaultOperationTTL = 10 * time.Minute
 )
 
@@ -62,7 +60,6 @@ func newDPS(e *Emulator) *dps {
 		e:            e,
 		log:          e.log.Named("dps"),
 		assignDelay:  dpsDefaultAssignDelay,
-		ackGrace:     dpsDefaultAckGrace,
 		retryAfter:   dpsDefaultRetryAfter,
 		operationTTL: dpsDefaultOperationTTL,
 		pollLimit:    dpsPollLimit,

@@ -38,7 +38,7 @@ func BenchmarkRegistrations(b *testing.B) {
 		b.Fatal(err)
 	}
 	var seq atomic.Int64
-	b.SetParallelism(8) // devices in flight per core
+	b.SetParallelism(24) // devices in flight per core: enough to cover the answer latency
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {

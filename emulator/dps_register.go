@@ -30,9 +30,11 @@ func (s *dpsSession) register(payload []byte) dpsAnswer {
 	}
 }
 
-// newOperation checks a register request in the order the service would:
-// the body, then what the api-version allows, then the enrollment, then the
-// CSR. A disabled enrollment still gets an operation, which ends "disabled".
+// newOperation checks a register request: the body, then what the
+// api-version allows, then the enrollment, then the CSR, so a malformed
+// request is reported as such whatever the enrollment says. A disabled
+// enrollment still gets an operation, which ends "disabled", as devices
+// see it in the service's answers (status "disabled" after polling).
 func (s *dpsSession) newOperation(payload []byte, now time.Time) (*dpsOperation, *dpsError) {
 	body, derr := parseDPSRegisterBody(payload)
 	if derr != nil {

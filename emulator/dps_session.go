@@ -34,6 +34,7 @@ type dpsJob struct {
 	req      dpsRequest
 	payload  []byte
 	received time.Time
+	acked    <-chan struct{} // closed once the request's PUBACK is written
 }
 
 // dpsAnswer is a response before it becomes a topic and a body.
@@ -94,7 +95,7 @@ func (s *dpsSession) Publish(ctx context.Context, m *mqttsrv.Message) error {
 			zap.Stringer("request", req.Kind), zap.String("rid", req.RequestID))
 		return nil
 	}
-	job := dpsJob{req: req, payload: bytes.Clone(m.Payload), received: time.Now()}
+	job := dpsJob{req: req, payload: bytes.Clone(m.Payload), received: time.Now(), acked: m.Acknowledged()}
 	select {
 	case s.jobs <- job:
 	case <-ctx.Done():
@@ -166,16 +167,17 @@ func (s *dpsSession) answer(j dpsJob) dpsAnswer {
 	return s.register(j.payload)
 }
 
-// send publishes an answer. It waits until ackGrace after the request came
-// in, because the server acknowledges a request only once Session.Publish
-// has returned, and an answer must not overtake that PUBACK: the C# SDK
-// fails the registration on a PUBLISH while it waits for its PUBACK.
-// mqttsrv offers no hook that runs after the PUBACK, so a grace stands in
-// for one. It is not a guarantee: a server goroutine starved of CPU for
-// longer can still lose the race. The service's own answers take far longer.
+// send publishes an answer, never before the request's PUBACK has been
+// written: the C# SDK fails the registration on a PUBLISH while it waits for
+// its PUBACK. (The server acknowledges a request only once Session.Publish
+// has returned, so without this wait the answer could overtake it.)
 func (s *dpsSession) send(j dpsJob, a dpsAnswer) {
-	if wait := time.Until(j.received.Add(s.d.ackGrace)); wait > 0 && !s.d.sleep(s.ctx, wait) {
-		return
+	if j.acked != nil {
+		select {
+		case <-j.acked:
+		case <-s.ctx.Done():
+			return
+		}
 	}
 	qos := s.qos.Load()
 	if qos < 0 {

@@ -192,10 +192,8 @@ func TestDPSAnswerFollowsPUBACK(t *testing.T) {
 	key := dpsKey("ordered")
 	e, ep := startDPSEmulator(t, func(c *Config) { c.Enrollments = []Enrollment{dpsSymmetricEnrollment(regID, key)} })
 	e.dps.pollLimit = 1000
-	// A wider margin than the default, for runs under -race on two cores,
-	// where a server goroutine can wait longer for a CPU. Without the
-	// deferral (ackGrace 0) this test fails within a few runs.
-	e.dps.ackGrace = 50 * time.Millisecond
+	// Without the wait for Message.Acknowledged in dpsSession.send this
+	// test fails within a few runs.
 	conn, err := tls.Dial("tcp", ep.DPS, &tls.Config{RootCAs: dpsRoots(t, ep), MinVersion: tls.VersionTLS12})
 	if err != nil {
 		t.Fatal(err)

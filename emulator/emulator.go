@@ -107,7 +107,9 @@ func New(cfg Config, dataDir string, opts Options) (*Emulator, error) {
 	}
 	e.dps = newDPS(e)
 	for _, h := range cfg.Hubs {
-		e.hubs[h.Name] = newHub(e, h)
+		hb := newHub(e, h)
+		hb.conflictCode = cfg.Certificates.CredentialAPIConflictCode
+		e.hubs[h.Name] = hb
 	}
 	return e, nil
 }

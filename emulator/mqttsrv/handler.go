@@ -84,7 +84,17 @@ type Message struct {
 	Retain   bool
 	Dup      bool
 	PacketID uint16 // 0 for QoS 0
+
+	acked chan struct{}
 }
+
+// Acknowledged is closed once the server has written this message's PUBACK
+// (QoS 1) or PUBREC (QoS 2), at once for QoS 0 after Session.Publish returns,
+// and when the connection ends. A front-end that answers a request waits on
+// it, so its answer never reaches the client before the acknowledgement (some
+// SDKs fail a request answered while they still wait for its PUBACK). It is
+// nil for a will.
+func (m *Message) Acknowledged() <-chan struct{} { return m.acked }
 
 // Subscription is one topic filter of a SUBSCRIBE and the QoS the client asked for.
 type Subscription struct {

@@ -87,7 +87,10 @@ func (c *Conn) dispatch(s Session, cp packets.ControlPacket, qos2 map[uint16]str
 }
 
 func (c *Conn) receivePublish(s Session, p *packets.PublishPacket, qos2 map[uint16]struct{}) error {
-	m := &Message{Topic: p.TopicName, Payload: p.Payload, QoS: p.Qos, Retain: p.Retain, Dup: p.Dup, PacketID: p.MessageID}
+	m := &Message{Topic: p.TopicName, Payload: p.Payload, QoS: p.Qos, Retain: p.Retain, Dup: p.Dup, PacketID: p.MessageID, acked: make(chan struct{})}
+	// Closed after the acknowledgement is written, or when this returns an
+	// error and the connection ends.
+	defer close(m.acked)
 	_, duplicate := qos2[p.MessageID]
 	if p.Qos < 2 || !duplicate {
 		if err := s.Publish(c.ctx, m); err != nil {

@@ -338,7 +338,8 @@ func TestFakeHubIssueCertificateLostAnswer(t *testing.T) {
 		t.Fatalf("first request %+v: want id and csr, no replace", first)
 	}
 	first.answer(202, `{"correlationId":"c1","operationExpires":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}`)
-	time.Sleep(50 * time.Millisecond) // let the 202 arrive before the drop
+	// Whether the 202 arrives before the drop or is lost with it, the
+	// session must resubmit the same way.
 	first.s.conn.Close(errors.New("dropped by the test"))
 
 	second := h.nextIssue()

@@ -50,13 +50,17 @@ func (c *Client) supervise(cn *connection, done chan struct{}) {
 			c.disconnected(cn, ErrClosed, 0)
 			return
 		}
-		// A connection that held for a while resets the backoff; one the
-		// hub drops straight away does not, so a device kicked at once is
-		// not reconnected in a tight loop.
-		if c.opts.Now().Sub(cn.since) >= stableConnection {
-			failures = 0
-		}
 		immediate := req != nil || errors.Is(reason, errTokenRefresh)
+		// A connection that held for a while resets the backoff; one the
+		// hub drops straight away counts as a failure, so a device kicked
+		// at once (another connection with its ID, say) backs off instead
+		// of reconnecting in a tight loop.
+		switch {
+		case c.opts.Now().Sub(cn.since) >= stableConnection:
+			failures = 0
+		case !immediate:
+			failures++
+		}
 		if immediate {
 			cn.disconnect(reason)
 			c.log.Info("reconnecting", zap.NamedError("reason", reason))
