@@ -42,6 +42,23 @@ type Options struct {
 	// OnStatus, when set, is called after every status change (systemd
 	// notification, metrics, the local API).
 	OnStatus func(Status)
+	// AfterRenewal, when set, is called once a renewed identity is in use
+	// (the administrator's hook command). Its error is logged, not fatal.
+	AfterRenewal func(ctx context.Context, r Renewed) error
+}
+
+// Renewed describes an identity just switched to, for AfterRenewal.
+type Renewed struct {
+	DeviceID     string
+	AssignedHub  string
+	Serial       string
+	NotBefore    time.Time
+	NotAfter     time.Time
+	KeyAlgorithm string
+	KeyStorage   string
+	Path         string // hub or dps
+	// ChainPEM is the issued chain, leaf first: public, safe to hand on.
+	ChainPEM []byte
 }
 
 // Agent runs the device's lifecycle. Create it with New, run it with Run.

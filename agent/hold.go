@@ -96,6 +96,7 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 				a.showIdentity(id)
 				a.setState(StateConnected)
 				a.report(ctx, s, id)
+				a.afterRenewal(ctx, id)
 				continue
 			}
 			if ctx.Err() != nil {
@@ -117,6 +118,26 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 		a.log.Warn("renewal failed; keeping the current certificate and trying again", zap.Error(err), zap.String("hint", Hint(err)), zap.Duration("retry_in", delay))
 		a.recordError(err, "the agent keeps the current certificate and retries")
 		a.setState(StateConnected)
+	}
+}
+
+// hookTimeout bounds the administrator's hook, which runs in the renewal path.
+const hookTimeout = time.Minute
+
+func (a *Agent) afterRenewal(ctx context.Context, id *identity) {
+	if a.opts.AfterRenewal == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, hookTimeout)
+	defer cancel()
+	err := a.opts.AfterRenewal(ctx, Renewed{
+		DeviceID: id.rec.DeviceID, AssignedHub: id.rec.AssignedHub, Serial: id.rec.Serial,
+		NotBefore: id.leaf.NotBefore.UTC(), NotAfter: id.leaf.NotAfter.UTC(),
+		KeyAlgorithm: string(id.rec.KeyAlgorithm), KeyStorage: string(id.rec.KeyStorage),
+		Path: string(id.rec.Path), ChainPEM: encodeChain(id.chain),
+	})
+	if err != nil {
+		a.log.Warn("the after-renewal hook failed; the renewal itself succeeded", zap.Error(err))
 	}
 }
 
@@ -185,10 +206,10 @@ func (a *Agent) connect(ctx context.Context, id *identity) (*session, error) {
 func (a *Agent) connectOnce(ctx context.Context, id *identity) (*session, error) {
 	s := &session{connected: make(chan struct{}, 1), refused: make(chan error, 1)}
 	target := HubTarget{
-		Host:     id.rec.AssignedHub,
-		DeviceID: id.rec.DeviceID,
-		OnMethod:    a.onMethod,
-		OnDesired:   a.onDesired,
+		Host:      id.rec.AssignedHub,
+		DeviceID:  id.rec.DeviceID,
+		OnMethod:  a.onMethod,
+		OnDesired: a.onDesired,
 		OnConnection: func(up bool, err error) {
 			a.onConnection(up, err)
 			switch {

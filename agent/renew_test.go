@@ -1,6 +1,11 @@
 package agent
 
 import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/dpsagent/dpsagent/tpm/softkey"
 	"testing"
 	"time"
 
@@ -133,4 +138,48 @@ func TestRenewNow(t *testing.T) {
 	a.Renew()
 	waitFor(t, "the requested renewal", func() bool { return h.issuedByHub() == 1 })
 	stop()
+}
+
+// The after-renewal hook sees the new identity's facts once it is in use.
+func TestAfterRenewalHook(t *testing.T) {
+	h := newHarness(t)
+	got := make(chan Renewed, 1)
+	st, err := store.Open(h.dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a, err := New(Options{
+		Config: Config{IDScope: "0ne00000001", RegistrationID: "gw-1", KeyAlgorithm: "ecdsa-p256"},
+		Keys:   &softkey.Backend{}, Store: st, Registrar: h.dps, Hub: h.hub, Clock: h.clock,
+		AfterRenewal: func(_ context.Context, r Renewed) error {
+			select {
+			case got <- r:
+			default:
+			}
+			return errors.New("a failing hook must not undo the renewal")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	h.waitConnected(t)
+	a.Renew()
+	var r Renewed
+	select {
+	case r = <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the hook did not run")
+	}
+	cancel()
+	<-done
+	if r.Serial == "" || r.Path != "hub" || r.DeviceID != "gw-1" || !strings.Contains(string(r.ChainPEM), "BEGIN CERTIFICATE") {
+		t.Errorf("hook saw %+v", r)
+	}
+	if cur := a.Status().Certificate; cur == nil || cur.Serial != r.Serial {
+		t.Errorf("status certificate %+v, want the renewed serial %s", cur, r.Serial)
+	}
 }

@@ -53,6 +53,9 @@ type Advanced struct {
 	Renewal         struct {
 		Threshold string `mapstructure:"threshold"`
 		Jitter    string `mapstructure:"jitter"`
+		// Hook is a command run after each renewal (no shell), with the new
+		// identity's facts in DPSAGENT_* environment variables.
+		Hook string `mapstructure:"hook"`
 	} `mapstructure:"renewal"`
 }
 
@@ -87,6 +90,7 @@ var configDefaults = map[string]any{
 	"advanced.hub_port":                8883,
 	"advanced.renewal.threshold":       "80%",
 	"advanced.renewal.jitter":          "5%",
+	"advanced.renewal.hook":            "",
 }
 
 // errNoConfig distinguishes "no configuration yet" from a bad one.
@@ -191,6 +195,14 @@ func (c *Config) validate() error {
 	}
 	if c.Advanced.StateDir == "" || !strings.HasPrefix(c.Advanced.StateDir, "/") {
 		return fmt.Errorf("advanced.state_dir %q: use an absolute path, normally %s", c.Advanced.StateDir, store.DefaultDir)
+	}
+	if h := c.Advanced.Renewal.Hook; h != "" {
+		if !strings.HasPrefix(h, "/") {
+			return fmt.Errorf("advanced.renewal.hook %q: use an absolute path to an executable (it is run without a shell)", h)
+		}
+		if fi, err := os.Stat(h); err != nil || fi.Mode()&0o111 == 0 {
+			return fmt.Errorf("advanced.renewal.hook %q: not an executable file", h)
+		}
 	}
 	if c.Advanced.TrustBundleFile != "" {
 		if _, err := os.Stat(c.Advanced.TrustBundleFile); err != nil {

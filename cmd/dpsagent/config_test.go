@@ -94,3 +94,12 @@ func TestLoadConfigMissingIsDistinct(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestRenewalHookMustBeAnAbsoluteExecutable(t *testing.T) {
+	for _, hook := range []string{"on-renew.sh", "/nonexistent/hook"} {
+		_, err := loadConfig(configDir(t, minimalConfig+"advanced:\n  renewal: {hook: "+hook+"}\n"), nil)
+		if err == nil || !strings.Contains(err.Error(), "advanced.renewal.hook") {
+			t.Errorf("hook %q: err = %v", hook, err)
+		}
+	}
+}

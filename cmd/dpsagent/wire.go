@@ -67,7 +67,7 @@ func (c *cli) wire(cfg *Config, log *zap.Logger, onStatus func(agent.Status)) (*
 	}
 	policy, _ := cfg.renewalPolicy() // validated with the configuration
 	alg, _ := keys.ParseAlgorithm(cfg.Advanced.KeyAlgorithm)
-	d.agent, err = agent.New(agent.Options{
+	opts := agent.Options{
 		Config:    agent.Config{IDScope: cfg.IDScope, RegistrationID: cfg.RegistrationID, KeyAlgorithm: alg, Renewal: policy, SAS: cfg.Identity == IdentitySAS},
 		Keys:      d.keys,
 		Store:     d.store,
@@ -77,12 +77,25 @@ func (c *cli) wire(cfg *Config, log *zap.Logger, onStatus func(agent.Status)) (*
 		Version:   version,
 		BuildDate: buildTime(),
 		OnStatus:  onStatus,
-	})
+	}
+	if hook := cfg.Advanced.Renewal.Hook; hook != "" {
+		opts.AfterRenewal = renewalHook(hook, runtimeDir(cfg), log.Named("hook"))
+	}
+	d.agent, err = agent.New(opts)
 	if err != nil {
 		d.Close()
 		return nil, withCode(exitConfig, err)
 	}
 	return d, nil
+}
+
+// runtimeDir is where files for other programs go: systemd's RuntimeDirectory
+// when set, else the state directory.
+func runtimeDir(cfg *Config) string {
+	if dir := os.Getenv("RUNTIME_DIRECTORY"); dir != "" {
+		return strings.Split(dir, ":")[0]
+	}
+	return cfg.Advanced.StateDir
 }
 
 func buildTime() time.Time {

@@ -32,14 +32,14 @@ func newHubConnector(cfg *Config, log *zap.Logger) (agent.HubConnector, error) {
 
 func (h hubConnector) Connect(ctx context.Context, target agent.HubTarget) (agent.HubSession, error) {
 	opts := hub.Options{
-		Host:               target.Host,
-		Port:               h.cfg.Advanced.HubPort,
-		DeviceID:           target.DeviceID,
-		UserAgent:          clientVersion(),
-		TrustBundleFile:    h.cfg.Advanced.TrustBundleFile,
-		Logger:             h.log,
-		OnMethod:           target.OnMethod,
-		OnDesired:          target.OnDesired,
+		Host:            target.Host,
+		Port:            h.cfg.Advanced.HubPort,
+		DeviceID:        target.DeviceID,
+		UserAgent:       clientVersion(),
+		TrustBundleFile: h.cfg.Advanced.TrustBundleFile,
+		Logger:          h.log,
+		OnMethod:        target.OnMethod,
+		OnDesired:       target.OnDesired,
 		OnConnectionChange: func(up bool, err error) {
 			// The end of a session we closed ourselves is not news.
 			if !up && errors.Is(err, hub.ErrClosed) {
