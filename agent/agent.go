@@ -42,6 +42,10 @@ type Options struct {
 	// OnStatus, when set, is called after every status change (systemd
 	// notification, metrics, the local API).
 	OnStatus func(Status)
+	// Heartbeat, when set, is called from the agent's loops at least every
+	// HeartbeatInterval while they are alive (the systemd watchdog). A loop
+	// stuck in a call does not beat, and the service manager restarts it.
+	Heartbeat func()
 	// AfterRenewal, when set, is called once a renewed identity is in use
 	// (the administrator's hook command). Its error is logged, not fatal.
 	AfterRenewal func(ctx context.Context, r Renewed) error
@@ -140,13 +144,33 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// sleep waits d or until ctx ends; it reports whether the wait completed.
+// SetHeartbeat sets Options.Heartbeat before Run.
+func (a *Agent) SetHeartbeat(fn func()) { a.opts.Heartbeat = fn }
+
+// HeartbeatInterval is how often a live agent calls Options.Heartbeat.
+const HeartbeatInterval = 30 * time.Second
+
+func (a *Agent) beat() {
+	if a.opts.Heartbeat != nil {
+		a.opts.Heartbeat()
+	}
+}
+
+// sleep waits d or until ctx ends, beating meanwhile; it reports whether the
+// wait completed.
 func (a *Agent) sleep(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-a.clock.After(d):
-		return true
+	done := a.clock.After(d)
+	beat := time.NewTicker(HeartbeatInterval)
+	defer beat.Stop()
+	for {
+		a.beat()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-done:
+			return true
+		case <-beat.C:
+		}
 	}
 }
 

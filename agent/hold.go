@@ -42,7 +42,10 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 
 	attempt := 0
 	var retryAt time.Time // after a failed renewal, not before this
+	beat := time.NewTicker(HeartbeatInterval)
+	defer beat.Stop()
 	for {
+		a.beat()
 		var (
 			d     renewal.Decision
 			due   bool
@@ -67,6 +70,8 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 			// Reported properties are part of the device's state; say them
 			// again after every reconnection.
 			a.report(ctx, s, id)
+			continue
+		case <-beat.C:
 			continue
 		case <-a.renewNow:
 			if id.leaf == nil {

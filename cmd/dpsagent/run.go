@@ -42,11 +42,15 @@ SIGTERM stops it cleanly.`,
 				return err
 			}
 			log := c.logger()
-			d, err := c.wire(cfg, log, nil)
+			notify := newNotifier(os.Getenv)
+			d, err := c.wire(cfg, log, notify.status)
 			if err != nil {
 				return err
 			}
 			defer d.Close()
+			d.agent.SetHeartbeat(notify.ping)
+			notify.ready()
+			defer notify.stopping()
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
