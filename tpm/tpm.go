@@ -20,6 +20,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Counter, when set, counts every command sent; several TPM values may share one.
 	Counter *Counter
+	// BeforeCommand, when set, is called with the command's name before each
+	// command is sent (crash tests stop the process there).
+	BeforeCommand func(name string)
 }
 
 func (o Options) logger() *zap.Logger {
@@ -54,7 +57,7 @@ func New(tr transport.TPMCloser, opts Options) (*TPM, error) {
 		counter = &Counter{}
 	}
 	return &TPM{
-		tr:      &countingTransport{next: tr, counter: counter},
+		tr:      &countingTransport{next: tr, counter: counter, before: opts.BeforeCommand},
 		closer:  tr,
 		counter: counter,
 		log:     opts.logger(),

@@ -135,11 +135,16 @@ func (c *Counter) add(cc tpm2.TPMCC) {
 type countingTransport struct {
 	next    transport.TPM
 	counter *Counter
+	before  func(name string)
 }
 
 func (c *countingTransport) Send(cmd []byte) ([]byte, error) {
 	if len(cmd) >= tpmHeaderSize {
-		c.counter.add(tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])))
+		cc := tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10]))
+		c.counter.add(cc)
+		if c.before != nil {
+			c.before(commandName(cc))
+		}
 	}
 	return c.next.Send(cmd)
 }
