@@ -265,6 +265,9 @@ func encodeChain(chain [][]byte) []byte {
 	return out
 }
 
+// DecodeChain reads a stored chain file (PEM, leaf first) as DER.
+func DecodeChain(data []byte) ([][]byte, error) { return decodeChain(data) }
+
 func decodeChain(data []byte) ([][]byte, error) {
 	var chain [][]byte
 	for {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -23,13 +24,20 @@ func (a *Agent) Renew() {
 	}
 }
 
-// decide computes, from the wall clock every time, what to do about id.
-func (a *Agent) decide(id *identity) renewal.Decision {
-	v := renewal.Validity{NotBefore: id.leaf.NotBefore, NotAfter: id.leaf.NotAfter}
+// Schedule is the renewal decision for leaf at now: the same function the
+// agent uses, so `dpsagent status` shows the daemon's plan even when it is
+// not running.
+func Schedule(cfg Config, leaf *x509.Certificate, now, buildDate time.Time) renewal.Decision {
+	v := renewal.Validity{NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}
 	// The draw is stable per device and certificate, so every check agrees on
 	// the time, and a fleet issued in one second spreads over the jitter window.
-	seed := sha256.Sum256([]byte(a.cfg.IDScope + "/" + a.cfg.RegistrationID))
-	d := renewal.Decide(v, a.clock.Now(), a.cfg.Renewal, renewal.DrawFor(seed[:], id.leaf.Raw), a.opts.BuildDate)
+	seed := sha256.Sum256([]byte(cfg.IDScope + "/" + cfg.RegistrationID))
+	return renewal.Decide(v, now, cfg.Renewal, renewal.DrawFor(seed[:], leaf.Raw), buildDate)
+}
+
+// decide computes, from the wall clock every time, what to do about id.
+func (a *Agent) decide(id *identity) renewal.Decision {
+	d := Schedule(a.cfg, id.leaf, a.clock.Now(), a.opts.BuildDate)
 	a.updateStatus(func(s *Status) {
 		s.NextRenewal, s.NextRenewalReason = d.At.UTC(), d.Reason
 		if d.Action == renewal.WaitForClock {

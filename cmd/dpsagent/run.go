@@ -49,6 +49,11 @@ SIGTERM stops it cleanly.`,
 			}
 			defer d.Close()
 			d.agent.SetHeartbeat(notify.ping)
+			stopAPI, err := serveLocalAPI(cmd.Context(), cfg, d, log)
+			if err != nil {
+				return withCode(exitFailure, err)
+			}
+			defer stopAPI()
 			notify.ready()
 			defer notify.stopping()
 			hup := make(chan os.Signal, 1)
