@@ -85,6 +85,6 @@ func (c *cli) rootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().BoolVarP(&c.verbose, "verbose", "v", false, "log debug details")
-	root.AddCommand(c.versionCommand(), c.runCommand(), c.provisionCommand(), c.statusCommand(), c.renewCommand(), c.resetCommand(), c.tpmCommand(), c.birthKeyCommand())
+	root.AddCommand(c.versionCommand(), c.runCommand(), c.provisionCommand(), c.statusCommand(), c.checkCommand(), c.renewCommand(), c.resetCommand(), c.tpmCommand(), c.birthKeyCommand())
 	return root
 }
