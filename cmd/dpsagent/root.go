@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -42,25 +43,58 @@ func withCode(code int, err error) error {
 type cli struct {
 	stdout, stderr io.Writer
 	verbose        bool
+	logFormat      string
+	getenv         func(string) string
 }
 
+// logger writes for whoever reads stderr: JSON when asked (--log-format
+// json), journald's priority prefixes and no timestamps under systemd (the
+// journal stamps and ranks lines itself), colours on a terminal, plain text
+// otherwise. Secrets are never passed to it.
 func (c *cli) logger() *zap.Logger {
-	cfg := zap.NewDevelopmentEncoderConfig()
-	cfg.TimeKey = "" // journald and terminals add their own time
-	cfg.EncodeLevel = zapcore.CapitalLevelEncoder
-	if isTerminal(c.stderr) {
-		cfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
-	}
 	level := zapcore.InfoLevel
 	if c.verbose {
 		level = zapcore.DebugLevel
 	}
-	core := zapcore.NewCore(zapcore.NewConsoleEncoder(cfg), zapcore.AddSync(c.stderr), level)
-	return zap.New(core)
+	cfg := zap.NewDevelopmentEncoderConfig()
+	cfg.TimeKey = ""
+	cfg.EncodeLevel = zapcore.CapitalLevelEncoder
+	var enc zapcore.Encoder
+	switch {
+	case c.logFormat == "json":
+		jc := zap.NewProductionEncoderConfig()
+		jc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+		enc = zapcore.NewJSONEncoder(jc)
+	case c.getenv("JOURNAL_STREAM") != "":
+		cfg.EncodeLevel = journalPriority
+		cfg.ConsoleSeparator = " "
+		enc = zapcore.NewConsoleEncoder(cfg)
+	default:
+		if isTerminal(c.stderr) {
+			cfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
+		enc = zapcore.NewConsoleEncoder(cfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(c.stderr), level))
+}
+
+// journalPriority writes sd-daemon(3) prefixes, which journald turns into the
+// line's priority.
+func journalPriority(l zapcore.Level, enc zapcore.PrimitiveArrayEncoder) {
+	p := "<6>"
+	switch {
+	case l >= zapcore.ErrorLevel:
+		p = "<3>"
+	case l == zapcore.WarnLevel:
+		p = "<4>"
+	case l == zapcore.DebugLevel:
+		p = "<7>"
+	}
+	enc.AppendString(p)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := &cli{stdout: stdout, stderr: stderr}
+	c := &cli{stdout: stdout, stderr: stderr, getenv: os.Getenv}
 	root := c.rootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -85,6 +119,7 @@ func (c *cli) rootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().BoolVarP(&c.verbose, "verbose", "v", false, "log debug details")
+	root.PersistentFlags().StringVar(&c.logFormat, "log-format", "text", "text or json")
 	root.AddCommand(c.versionCommand(), c.runCommand(), c.provisionCommand(), c.statusCommand(), c.checkCommand(), c.renewCommand(), c.resetCommand(), c.tpmCommand(), c.birthKeyCommand())
 	return root
 }
