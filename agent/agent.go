@@ -120,7 +120,17 @@ func New(opts Options) (*Agent, error) {
 // retry can fix (the state directory became unusable).
 func (a *Agent) Run(ctx context.Context) error {
 	forceProvision := false
+	refusals := 0 // hub refusals in a row, each followed by a registration
 	for ctx.Err() == nil {
+		if refusals > 1 {
+			// DPS keeps assigning an identity the hub refuses: register again,
+			// but not in a loop that hammers both services.
+			wait := a.backoff(refusals-1, refusedMin, refusedMax, 0)
+			a.log.Warn("the hub refused several fresh identities in a row; waiting before registering again", zap.Int("refusals", refusals), zap.Duration("retry_in", wait))
+			if !a.sleep(ctx, wait) {
+				return nil
+			}
+		}
 		id, err := a.identity(ctx, forceProvision)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -129,11 +139,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 		forceProvision = false
-		err = a.hold(ctx, id)
+		connected, err := a.hold(ctx, id)
+		if connected {
+			refusals = 0
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case unauthorized(err):
+			refusals++
 			a.log.Warn("the hub refused this identity (revoked, deleted or moved); registering again with DPS", zap.Error(err))
 			a.recordError(err, "re-provisioning through DPS with the onboarding credential")
 			forceProvision = true

@@ -371,3 +371,26 @@ func TestSASModeAndTheWayOut(t *testing.T) {
 		t.Errorf("stored identity after the switch: %+v", m.Current)
 	}
 }
+
+// A hub that refuses every fresh identity must not make the agent register
+// with DPS in a tight loop.
+func TestRepeatedHubRefusalsBackOff(t *testing.T) {
+	h := newHarness(t)
+	h.hub.mu.Lock()
+	h.hub.refuseAllBut = "none-matches"
+	h.hub.mu.Unlock()
+	_, stop := h.run(t)
+	waitFor(t, "four registrations", func() bool { return h.dps.registrations() >= 4 })
+	stop()
+	h.clock.mu.Lock()
+	defer h.clock.mu.Unlock()
+	long := 0
+	for _, w := range h.clock.waits {
+		if w >= refusedMin {
+			long++
+		}
+	}
+	if long < 2 {
+		t.Errorf("waits between refused identities: %v; want back-off of at least %s after the second refusal", h.clock.waits, refusedMin)
+	}
+}

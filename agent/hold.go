@@ -31,11 +31,12 @@ type session struct {
 
 // hold keeps id connected to its hub and renews it when due, until ctx ends or
 // the hub refuses the identity (the error then says so, for Run to go back to
-// DPS with the onboarding credential).
-func (a *Agent) hold(ctx context.Context, id *identity) error {
+// DPS with the onboarding credential). connected says whether the hub ever
+// accepted the identity.
+func (a *Agent) hold(ctx context.Context, id *identity) (connected bool, err error) {
 	s, err := a.connect(ctx, id)
 	if s == nil {
-		return err
+		return false, err
 	}
 	defer func() { s.Close() }()
 	a.report(ctx, s, id)
@@ -63,9 +64,9 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 		forced := false
 		select {
 		case <-ctx.Done():
-			return nil
+			return true, nil
 		case err := <-s.refused:
-			return err
+			return true, err
 		case <-s.connected:
 			// Reported properties are part of the device's state; say them
 			// again after every reconnection.
@@ -105,16 +106,16 @@ func (a *Agent) hold(ctx context.Context, id *identity) error {
 				continue
 			}
 			if ctx.Err() != nil {
-				return nil
+				return true, nil
 			}
 			// The hub refused the new identity; the old one is back in place.
 			s, err = a.reconnectAfterSwitch(ctx, id, err)
 			if s == nil {
-				return err
+				return true, err
 			}
 		}
 		if ctx.Err() != nil {
-			return nil
+			return true, nil
 		}
 		attempt++
 		delay := a.renewalRetry(id, attempt, err)
