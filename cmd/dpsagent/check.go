@@ -91,9 +91,11 @@ check fails.`,
 func (k *checker) run(ctx context.Context) {
 	k.secretFile()
 	var backend keys.Backend
-	if st, err := daemonStatus(k.cfg); err == nil {
+	live, err := daemonStatus(k.cfg)
+	daemon := err == nil
+	if daemon {
 		// A TPM behind a raw socket serves one client: leave it to the daemon.
-		k.add("TPM", true, "in use by the running daemon (state: "+string(st.State)+")", "")
+		k.add("TPM", true, "in use by the running daemon (state: "+string(live.State)+")", "")
 	} else {
 		backend = k.tpm()
 	}
@@ -111,7 +113,11 @@ func (k *checker) run(ctx context.Context) {
 	if k.manif != nil && k.manif.Current != nil {
 		hub := k.manif.Current.AssignedHub
 		k.reach(ctx, "hub", hub, net.JoinHostPort(hub, strconv.Itoa(k.cfg.Advanced.HubPort)))
-		k.identity(backend)
+		if daemon {
+			k.liveIdentity(live)
+		} else {
+			k.identity(backend)
+		}
 	}
 }
 
@@ -302,6 +308,21 @@ func (k *checker) identity(backend keys.Backend) {
 	}
 	left := v.Leaf.NotAfter.Sub(k.now)
 	k.add("identity", true, fmt.Sprintf("certificate %s for %s matches the %s key in %s; %s left", id.Serial, id.RegistrationID, id.KeyAlgorithm, id.KeyStorage, approx(left)), "")
+}
+
+// liveIdentity judges the identity by what the running daemon, which holds
+// the key, reports.
+func (k *checker) liveIdentity(v statusView) {
+	c := v.Certificate
+	switch {
+	case c == nil:
+		k.warn("identity", "the daemon reports no certificate (state: "+string(v.State)+")", "see `dpsagent status`")
+	case !k.now.Before(c.NotAfter):
+		k.add("identity", false, "certificate "+c.Serial+" expired at "+stamp(c.NotAfter), "the agent renews through DPS by itself; see `dpsagent status` for why it has not")
+	default:
+		k.add("identity", v.Connected, fmt.Sprintf("the daemon is %s with certificate %s; %s left", stateSentence(v), c.Serial, approx(c.NotAfter.Sub(k.now))),
+			"see `dpsagent status` for the last error and its hint")
+	}
 }
 
 // report prints the results and returns how many failed.
