@@ -46,15 +46,14 @@ func (e *Emulator) adminHandler() http.Handler {
 	mux.HandleFunc("POST /api/enrollments", e.createEnrollment)
 	mux.HandleFunc("PATCH /api/enrollments/{id}", e.patchEnrollment)
 	mux.HandleFunc("DELETE /api/enrollments/{id}", e.deleteEnrollment)
-	mux.HandleFunc("GET /api/registrations", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, e.state.Registrations())
-	})
+	mux.HandleFunc("GET /api/registrations", e.listRegistrations)
 	mux.HandleFunc("GET /api/devices", e.listDevices)
 	mux.HandleFunc("GET /api/devices/{id}", e.getDevice)
 	mux.HandleFunc("GET /api/devices/{id}/telemetry", e.getTelemetry)
 	mux.HandleFunc("GET /api/devices/{id}/twin", e.getTwin)
 	mux.HandleFunc("PATCH /api/devices/{id}/twin/desired", e.patchDesired)
 	mux.HandleFunc("POST /api/devices/{id}/methods/{name}", e.invokeMethod)
+	mux.HandleFunc("POST /api/devices/{id}/c2d", e.sendC2D)
 	mux.HandleFunc("POST /api/devices/{id}/revoke", e.revokeDevice)
 	mux.HandleFunc("GET /api/faults", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, e.faults.List())
@@ -96,6 +95,25 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// listRegistrations shows every attempt, oldest first, with UTC times
+// whatever the clock's location.
+func (e *Emulator) listRegistrations(w http.ResponseWriter, _ *http.Request) {
+	regs := e.state.Registrations()
+	for i := range regs {
+		r := &regs[i]
+		r.At = r.At.UTC()
+		r.CompletedAt = utcPtr(r.CompletedAt)
+	}
+	writeJSON(w, http.StatusOK, regs)
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	return ptr(t.UTC())
 }
 
 func (e *Emulator) hubNames() map[string]bool {
@@ -196,7 +214,7 @@ type deviceView struct {
 func (e *Emulator) view(d Device) deviceView {
 	v := deviceView{
 		DeviceID: d.DeviceID, RegistrationID: d.RegistrationID, Hub: d.Hub,
-		Connected: d.Connected, ConnectedSince: d.ConnectedSince, Certificate: d.Certificate,
+		Connected: d.Connected, ConnectedSince: utcPtr(d.ConnectedSince), Certificate: d.Certificate,
 		Revoked: d.Revoked,
 	}
 	if d.AuthMethod != "" {
@@ -321,6 +339,38 @@ func (e *Emulator) invokeMethod(w http.ResponseWriter, r *http.Request) {
 			payload = json.RawMessage("null")
 		}
 		writeJSON(w, http.StatusOK, methodResponse{Status: status, Payload: payload})
+	}
+}
+
+// sendC2D delivers a cloud-to-device message to a connected device: 200
+// once the device has it, 404 when it is not connected and subscribed (the
+// emulator keeps no queue), 504 when it does not acknowledge in time.
+func (e *Emulator) sendC2D(w http.ResponseWriter, r *http.Request) {
+	d, ok := e.device(w, r)
+	if !ok {
+		return
+	}
+	var m C2DMessage
+	if !readJSON(w, r, &m) {
+		return
+	}
+	h, ok := e.hubs[d.Hub]
+	if !ok {
+		writeError(w, http.StatusNotFound, "device %q is on no hub", d.DeviceID)
+		return
+	}
+	delivery, err := h.SendC2D(r.Context(), d.DeviceID, m)
+	switch {
+	case errors.Is(err, ErrInvalidC2D):
+		writeError(w, http.StatusBadRequest, "%v", err)
+	case errors.Is(err, ErrDeviceNotConnected):
+		writeError(w, http.StatusNotFound, "device %q cannot take the message now: %v (the emulator does not queue cloud-to-device messages)", d.DeviceID, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, "%v", err)
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "%v", err)
+	default:
+		writeJSON(w, http.StatusOK, delivery)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 )
@@ -149,6 +150,11 @@ func TestAdminFaults(t *testing.T) {
 		{`{"endpoint":"cloud","action":"drop"}`, 400, "use one of dps, hub, credential_api"},
 		{`{"endpoint":"dps","action":"explode"}`, 400, "action"},
 		{`{"endpoint":"dps","action":"drop","count":0}`, 400, "at least 1"},
+		// Faults no request could ever match are refused, not kept silently.
+		{`{"endpoint":"dps","operation":"regster","action":"drop"}`, 400, `operation \"regster\": endpoint dps has connect, register, poll`},
+		{`{"endpoint":"hub","operation":"issue","action":"drop"}`, 400, "endpoint hub has connect, twin, telemetry"},
+		{`{"endpoint":"credential_api","operation":"connect","action":"drop"}`, 400, "endpoint credential_api has issue"},
+		{`{"endpoint":"hub","action":"wrong_key"}`, 400, `action \"wrong_key\" does not apply to endpoint hub`},
 	} {
 		status, body := call(t, ep, "POST", "/api/faults", tc.body)
 		if status != tc.status || !strings.Contains(body, tc.want) {
@@ -194,5 +200,112 @@ func TestAdminRejectsOversizedBodies(t *testing.T) {
 	big := `{"registration_id":"` + string(bytes.Repeat([]byte("a"), maxAdminBody)) + `"}`
 	if status, _ := call(t, ep, "POST", "/api/enrollments", big); status != 400 {
 		t.Fatalf("a body over 1 MiB: status %d, want 400", status)
+	}
+}
+
+// Every operation and action an endpoint documents is accepted for it.
+func TestFaultValidateAcceptsWhatEndpointsServe(t *testing.T) {
+	for endpoint, ops := range faultOperations {
+		for _, op := range append([]string{"*", ""}, ops...) {
+			for _, action := range faultEndpointActions[endpoint] {
+				f := Fault{Endpoint: endpoint, Operation: op, Action: action, Delay: Duration(time.Second)}
+				if err := f.Validate(); err != nil {
+					t.Errorf("%s/%s/%s: %v", endpoint, op, action, err)
+				}
+			}
+		}
+	}
+	if len(faultOperations) != len(faultEndpoints) || len(faultEndpointActions) != len(faultEndpoints) {
+		t.Error("an endpoint lacks its operations or actions")
+	}
+}
+
+// MatchActions skips, and leaves unconsumed, faults whose action the caller
+// cannot carry out.
+func TestFaultsMatchActions(t *testing.T) {
+	fs := NewFaults(nil)
+	for _, f := range []Fault{
+		{Endpoint: EndpointDPS, Action: ActionWrongKey},
+		{Endpoint: EndpointDPS, Action: ActionThrottle},
+	} {
+		if _, err := fs.Add(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	atConnect := func(action string) bool { return action != ActionWrongKey }
+	if f, ok := fs.MatchActions(EndpointDPS, "dev", OpConnect, atConnect); !ok || f.Action != ActionThrottle {
+		t.Fatalf("at CONNECT matched %+v, %v; want the throttle fault", f, ok)
+	}
+	if _, ok := fs.MatchActions(EndpointDPS, "dev", OpConnect, atConnect); ok {
+		t.Fatal("a second match at CONNECT: the throttle fault had count 1")
+	}
+	if f, ok := fs.Match(EndpointDPS, "dev", OpRegister); !ok || f.Action != ActionWrongKey {
+		t.Fatalf("the wrong_key fault was consumed where it did not apply: %+v, %v", f, ok)
+	}
+	if n := len(fs.List()); n != 0 {
+		t.Errorf("%d faults left, want none", n)
+	}
+}
+
+// The admin API shows times in UTC whatever the clock's location.
+func TestAdminTimesAreUTC(t *testing.T) {
+	cet := time.FixedZone("CET", 3600)
+	cfg := Config{
+		DPS:   ListenerConfig{Listen: "127.0.0.1:0"},
+		Hubs:  []HubConfig{{Name: "hub1", Host: "127.0.0.1", Listen: "127.0.0.1:0"}},
+		Admin: ListenerConfig{Listen: "127.0.0.1:0"},
+	}
+	e, err := New(cfg, t.TempDir(), Options{Logger: zaptest.NewLogger(t), Now: func() time.Time { return time.Now().In(cet) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := e.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	at := time.Date(2026, 5, 1, 13, 0, 0, 0, cet)
+	e.State().AddRegistration(Registration{RegistrationID: "r", OperationID: "op", Status: "assigned", At: at, CompletedAt: &at})
+	e.State().AssignDevice(Device{DeviceID: "d", Hub: "hub1", Connected: true, ConnectedSince: &at}, false)
+	for _, path := range []string{"/api/registrations", "/api/devices", "/api/devices/d"} {
+		_, body := call(t, ep, "GET", path, "")
+		if strings.Contains(body, "+01:00") || !strings.Contains(body, `"2026-05-01T12:00:00Z"`) {
+			t.Errorf("GET %s: %s, want 2026-05-01T12:00:00Z", path, body)
+		}
+	}
+}
+
+// The admin API's JSON is a contract (issue 3): every documented key is
+// present, null when unknown, never absent.
+func TestAdminJSONContract(t *testing.T) {
+	e, ep := startTestEmulator(t, nil)
+	e.State().AddRegistration(Registration{RegistrationID: "r-1", OperationID: "op-1", Status: "assigning", At: time.Now()})
+	e.State().AssignDevice(Device{DeviceID: "d-1", Hub: "hub1"}, false)
+	e.State().WithDevice("d-1", func(d *Device) {
+		d.Telemetry = append(d.Telemetry, TelemetryMessage{At: time.Now().UTC(), Body: "x", Properties: map[string]string{}})
+	})
+	for _, tc := range []struct {
+		path string
+		keys []string
+	}{
+		{"/api/registrations", []string{"registration_id", "operation_id", "status", "at", "assigned_hub", "device_id", "issued_serial"}},
+		{"/api/devices", []string{"device_id", "hub", "connected", "auth", "connected_since", "certificate", "revoked"}},
+		{"/api/devices/d-1/telemetry", []string{"at", "body", "properties"}},
+	} {
+		status, body := call(t, ep, "GET", tc.path, "")
+		var list []map[string]any
+		if err := json.Unmarshal([]byte(body), &list); status != 200 || err != nil || len(list) != 1 {
+			t.Fatalf("GET %s: %d %s", tc.path, status, body)
+		}
+		for _, k := range tc.keys {
+			if _, ok := list[0][k]; !ok {
+				t.Errorf("GET %s: no %q in %s", tc.path, k, body)
+			}
+		}
+	}
+	_, body := call(t, ep, "GET", "/api/devices/d-1/twin", "")
+	var twin map[string]map[string]any
+	if err := json.Unmarshal([]byte(body), &twin); err != nil || twin["desired"]["$version"] == nil || twin["reported"]["$version"] == nil {
+		t.Errorf("twin %s: want desired and reported, each with $version", body)
 	}
 }

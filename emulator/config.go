@@ -115,6 +115,11 @@ func ParseConfig(data []byte) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, err
 	}
+	// A second document would be silently ignored: say so instead.
+	var more any
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return Config{}, errors.New("more than one YAML document: keep the whole configuration in one")
+	}
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err

@@ -29,7 +29,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		if len(cfg.Hubs) != 1 || cfg.Hubs[0] != (HubConfig{Name: "hub1", Host: "127.0.0.2", Listen: "127.0.0.2:8883"}) {
 			t.Errorf("%s: hubs = %+v", name, cfg.Hubs)
 		}
-		if time.Duration(cfg.Certificates.Lifetime) != 30*24*time.Hour || cfg.Certificates.CredentialAPIBody != "object" {
+		if time.Duration(cfg.Certificates.Lifetime) != 30*24*time.Hour || cfg.Certificates.CredentialAPIBody != "object" ||
+			cfg.Certificates.CredentialAPIConflictCode != 409005 {
 			t.Errorf("%s: certificates = %+v", name, cfg.Certificates)
 		}
 	}
@@ -43,7 +44,7 @@ hubs:
   - {name: a, host: hub-a.example, listen: "127.0.0.1:0"}
   - {name: b, listen: "127.0.0.3:0"}
 admin: {listen: "127.0.0.1:0"}
-certificates: {lifetime: 90s, key_types: [ecdsa-p384, rsa-2048], credential_api_delay: 1d12h, credential_api_body: array}
+certificates: {lifetime: 90s, key_types: [ecdsa-p384, rsa-2048], credential_api_delay: 1d12h, credential_api_body: array, credential_api_conflict_code: 409004}
 enrollments:
   - registration_id: gw-1
     attestation: {type: symmetric_key, primary_key: "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="}
@@ -61,7 +62,8 @@ enrollments:
 	if cfg.Hubs[1].Host != "127.0.0.3" {
 		t.Errorf("a hub without host takes its listen host: %q", cfg.Hubs[1].Host)
 	}
-	if time.Duration(cfg.Certificates.Lifetime) != 90*time.Second || time.Duration(cfg.Certificates.CredentialAPIDelay) != 36*time.Hour {
+	if time.Duration(cfg.Certificates.Lifetime) != 90*time.Second || time.Duration(cfg.Certificates.CredentialAPIDelay) != 36*time.Hour ||
+		cfg.Certificates.CredentialAPIConflictCode != 409004 {
 		t.Errorf("durations = %+v", cfg.Certificates)
 	}
 	e0, e1 := cfg.Enrollments[0], cfg.Enrollments[1]
@@ -82,6 +84,8 @@ func TestLoadConfigErrorsNameTheProblem(t *testing.T) {
 		{"certificates: {lifetime: 0.1s}", "too short"},
 		{"certificates: {key_types: [dsa]}", "dsa"},
 		{"certificates: {credential_api_body: xml}", "use object or array"},
+		{"certificates: {credential_api_conflict_code: 409}", "certificates.credential_api_conflict_code 409: use 409005"},
+		{"id_scope: 0ne00000001\n---\nid_scope: 0ne00000002", "more than one YAML document"},
 		{"hubs: [{name: a, listen: '127.0.0.1:0'}, {name: a, listen: '127.0.0.1:0'}]", `"a" is used twice`},
 		{"enrollments: [{registration_id: -bad-, " + key + "}]", "not starting or ending with a symbol"},
 		{"enrollments: [{registration_id: a, group_id: b, " + key + "}]", "not both"},

@@ -255,13 +255,16 @@ func (e *Emulator) Close() error {
 	e.servers, e.admin, e.listeners = nil, nil, nil
 	e.mu.Unlock()
 	var errs []error
+	// The devices' connections end first: admin calls that wait on a device
+	// (a direct method, a cloud-to-device message) then end at once instead
+	// of holding the admin API's shutdown for its whole grace period.
+	for _, s := range servers {
+		errs = append(errs, s.Close())
+	}
 	if admin != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, admin.Shutdown(ctx))
 		cancel()
-	}
-	for _, s := range servers {
-		errs = append(errs, s.Close())
 	}
 	for _, l := range listeners {
 		_ = l.Close()

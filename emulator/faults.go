@@ -60,9 +60,26 @@ const (
 var (
 	faultEndpoints = []string{EndpointDPS, EndpointHub, EndpointCredentialAPI}
 	faultActions   = []string{ActionDrop, ActionDelay, ActionThrottle, ActionError, ActionMalformedJSON, ActionWrongKey, ActionExpired, ActionWrongCN, ActionHostile}
+
+	// faultOperations are the operations each endpoint consults faults for.
+	faultOperations = map[string][]string{
+		EndpointDPS:           {OpConnect, OpRegister, OpPoll},
+		EndpointHub:           {OpConnect, OpTwin, OpTelemetry},
+		EndpointCredentialAPI: {OpIssue},
+	}
+	// faultEndpointActions are the actions each endpoint can carry out: the
+	// hub's own answers (twin, telemetry) carry no certificate to spoil.
+	faultEndpointActions = map[string][]string{
+		EndpointDPS:           faultActions,
+		EndpointHub:           {ActionDrop, ActionDelay, ActionThrottle, ActionError, ActionMalformedJSON, ActionHostile},
+		EndpointCredentialAPI: faultActions,
+	}
 )
 
-// Validate checks a fault as posted to the admin API.
+// Validate checks a fault as posted to the admin API. A fault no request
+// could ever match (an operation the endpoint does not have, an action it
+// cannot carry out) is refused, so a typing mistake does not pass for a
+// fault that silently never fires.
 func (f *Fault) Validate() error {
 	if !slices.Contains(faultEndpoints, f.Endpoint) {
 		return fmt.Errorf("endpoint %q: use one of %s", f.Endpoint, strings.Join(faultEndpoints, ", "))
@@ -70,11 +87,17 @@ func (f *Fault) Validate() error {
 	if !slices.Contains(faultActions, f.Action) {
 		return fmt.Errorf("action %q: use one of %s", f.Action, strings.Join(faultActions, ", "))
 	}
+	if actions := faultEndpointActions[f.Endpoint]; !slices.Contains(actions, f.Action) {
+		return fmt.Errorf("action %q does not apply to endpoint %s: use one of %s", f.Action, f.Endpoint, strings.Join(actions, ", "))
+	}
 	if f.Device == "" {
 		f.Device = "*"
 	}
 	if f.Operation == "" {
 		f.Operation = "*"
+	}
+	if ops := faultOperations[f.Endpoint]; f.Operation != "*" && !slices.Contains(ops, f.Operation) {
+		return fmt.Errorf("operation %q: endpoint %s has %s, or \"*\" for any", f.Operation, f.Endpoint, strings.Join(ops, ", "))
 	}
 	switch {
 	case f.Count == nil && f.Probability == nil:
@@ -152,11 +175,19 @@ func (fs *Faults) Clear() {
 // Match returns the first fault that applies to this request, consuming one of
 // its count; ok is false when the request should be served normally.
 func (fs *Faults) Match(endpoint, device, operation string) (Fault, bool) {
+	return fs.MatchActions(endpoint, device, operation, nil)
+}
+
+// MatchActions is Match restricted to faults whose action the caller can
+// carry out here (applies nil: any). A fault is consumed only where it
+// applies, so a "wrong_key" fault for operation "*" waits for the request
+// that issues a certificate instead of being used up by the CONNECT before it.
+func (fs *Faults) MatchActions(endpoint, device, operation string, applies func(action string) bool) (Fault, bool) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	for i, f := range fs.faults {
 		if f.Endpoint != endpoint || (f.Device != "*" && !strings.EqualFold(f.Device, device)) ||
-			(f.Operation != "*" && f.Operation != operation) {
+			(f.Operation != "*" && f.Operation != operation) || (applies != nil && !applies(f.Action)) {
 			continue
 		}
 		if f.Probability != nil && fs.rand.Float64() >= *f.Probability {
