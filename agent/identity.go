@@ -151,7 +151,7 @@ func (a *Agent) provision(ctx context.Context) (*identity, error) {
 	a.log.Info("registering with DPS and asking for a certificate", zap.String("registration_id", a.cfg.RegistrationID), zap.String("id_scope", a.cfg.IDScope))
 	reg, err := a.opts.Registrar.Register(ctx, csr)
 	if err != nil {
-		return nil, fmt.Errorf("register %q with DPS: %w", a.cfg.RegistrationID, err)
+		return nil, err // the registrar's error names the registration and DPS
 	}
 	v, err := VerifyIssuedChain(reg.Chain, key.Public(), a.cfg.RegistrationID, a.clock.Now())
 	if err != nil {
@@ -218,7 +218,7 @@ func (a *Agent) provisionSAS(ctx context.Context) (*identity, error) {
 	a.log.Warn("identity: sas is the legacy mode (the symmetric key goes to the hub); an X.509 identity held in the TPM is the goal")
 	reg, err := a.opts.Registrar.Register(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("register %q with DPS: %w", a.cfg.RegistrationID, err)
+		return nil, err // the registrar's error names the registration and DPS
 	}
 	now := a.clock.Now().UTC()
 	rec := store.Identity{

@@ -3,31 +3,17 @@ package main
 import (
 	"debug/elf"
 	"errors"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/dpsagent/dpsagent/tpm/keys/keytest"
 )
 
 // The shipped binary is built with CGO_ENABLED=0 and runs on gateways with
 // whatever libc they have, or none. Build it as shipped and talk to a real
 // swtpm with it, so the static build's TPM transport is proven, not assumed.
 func TestStaticBinaryReadsSwtpm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary; skipped with -short")
-	}
-	goTool := keytest.RequireTool(t, "go", "golang-go")
+	bin := buildBinaries(t).dpsagent // CGO_ENABLED=0, as shipped; skipped with -short
 	spec, info := swtpmInfo(t)
-
-	bin := filepath.Join(t.TempDir(), "dpsagent")
-	build := exec.Command(goTool, "build", "-trimpath", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
-	}
 	assertStatic(t, bin)
 
 	out, err := exec.Command(bin, "tpm", "info", "--tpm", spec).Output()

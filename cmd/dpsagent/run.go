@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -107,10 +108,14 @@ Exit codes: 0 provisioned and connected; 2 bad configuration; 3 TPM problem;
 			defer cancel()
 			st, err := d.agent.Provision(ctx, force)
 			if err != nil {
+				code := provisionExitCode(ctx, err)
 				if h := agent.Hint(err); h != "" {
-					err = fmt.Errorf("%w\nhint: %s", err, h)
+					// Say what failed, then what to do, each once: the
+					// cloud errors end their text with the hint.
+					msg := strings.TrimSuffix(strings.TrimSuffix(err.Error(), h), "; ")
+					err = fmt.Errorf("%s\nhint: %s", msg, strings.TrimSuffix(h, "; the agent retries"))
 				}
-				return withCode(provisionExitCode(ctx, err), err)
+				return withCode(code, err)
 			}
 			if st.Certificate == nil {
 				fmt.Fprintf(c.stdout, "Provisioned: device %s on hub %s, with the symmetric key (identity: sas, the legacy mode).\n", st.DeviceID, st.AssignedHub)
