@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"regexp"
 	"strings"
@@ -50,7 +51,10 @@ type Advanced struct {
 	KeyAlgorithm    string `mapstructure:"key_algorithm"`
 	StateDir        string `mapstructure:"state_dir"`
 	HubPort         int    `mapstructure:"hub_port"`
-	Renewal         struct {
+	// MetricsListen, when set, serves Prometheus metrics on this loopback
+	// address (HOST:PORT); off by default.
+	MetricsListen string `mapstructure:"metrics_listen"`
+	Renewal       struct {
 		Threshold string `mapstructure:"threshold"`
 		Jitter    string `mapstructure:"jitter"`
 		// Hook is a command run after each renewal (no shell), with the new
@@ -88,6 +92,7 @@ var configDefaults = map[string]any{
 	"advanced.key_algorithm":           string(keys.Auto),
 	"advanced.state_dir":               store.DefaultDir,
 	"advanced.hub_port":                8883,
+	"advanced.metrics_listen":          "",
 	"advanced.renewal.threshold":       "80%",
 	"advanced.renewal.jitter":          "5%",
 	"advanced.renewal.hook":            "",
@@ -195,6 +200,13 @@ func (c *Config) validate() error {
 	}
 	if c.Advanced.StateDir == "" || !strings.HasPrefix(c.Advanced.StateDir, "/") {
 		return fmt.Errorf("advanced.state_dir %q: use an absolute path, normally %s", c.Advanced.StateDir, store.DefaultDir)
+	}
+	if ml := c.Advanced.MetricsListen; ml != "" {
+		host, _, err := net.SplitHostPort(ml)
+		ip := net.ParseIP(host)
+		if err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return fmt.Errorf("advanced.metrics_listen %q: use a loopback HOST:PORT such as 127.0.0.1:9464 (metrics are not for the network; scrape through an agent or a tunnel)", ml)
+		}
 	}
 	if h := c.Advanced.Renewal.Hook; h != "" {
 		if !strings.HasPrefix(h, "/") {

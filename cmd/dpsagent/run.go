@@ -44,11 +44,22 @@ SIGTERM stops it cleanly.`,
 			}
 			log := c.logger()
 			notify := newNotifier(os.Getenv)
-			d, err := c.wire(cfg, log, notify.status)
+			m := newMetrics()
+			d, err := c.wire(cfg, log, func(s agent.Status) {
+				notify.status(s)
+				m.observe(s)
+			})
 			if err != nil {
 				return err
 			}
 			defer d.Close()
+			if cfg.Advanced.MetricsListen != "" {
+				stop, err := serveMetrics(cfg.Advanced.MetricsListen, m, log)
+				if err != nil {
+					return withCode(exitConfig, err)
+				}
+				defer stop()
+			}
 			d.agent.SetHeartbeat(notify.ping)
 			stopAPI, err := serveLocalAPI(cmd.Context(), cfg, d, log)
 			if err != nil {
