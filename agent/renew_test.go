@@ -183,3 +183,30 @@ func TestAfterRenewalHook(t *testing.T) {
 		t.Errorf("status certificate %+v, want the renewed serial %s", cur, r.Serial)
 	}
 }
+
+// A gateway switched off past its certificate's expiry comes back through DPS
+// with the onboarding credential, with a new key.
+func TestRecoversAfterTheCertificateExpired(t *testing.T) {
+	h := newHarness(t)
+	_, stop := h.run(t)
+	first, _ := h.waitConnected(t).Certificate()
+	stop()
+	h.clock.mu.Lock()
+	h.clock.now = first.Leaf.NotAfter.Add(time.Hour)
+	h.clock.mu.Unlock()
+	a, stop := h.run(t)
+	second, _ := h.waitConnected(t).Certificate()
+	stop()
+	if n := h.dps.registrations(); n != 2 {
+		t.Errorf("%d registrations, want 2 (the expired certificate renewed through DPS)", n)
+	}
+	if string(second.Leaf.RawSubjectPublicKeyInfo) == string(first.Leaf.RawSubjectPublicKeyInfo) {
+		t.Error("the expired identity's key was reused")
+	}
+	if !second.Leaf.NotAfter.After(h.clock.Now()) {
+		t.Errorf("connected with a certificate valid until %s at %s", second.Leaf.NotAfter, h.clock.Now())
+	}
+	if st := a.Status(); st.Certificate == nil || st.Certificate.Serial != second.Leaf.SerialNumber.Text(16) {
+		t.Errorf("status = %+v", st.Certificate)
+	}
+}
