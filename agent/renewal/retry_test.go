@@ -99,7 +99,7 @@ func TestNextRetryRandomSourceStaysInBoundsAndSpreads(t *testing.T) {
 func TestNextRetryHugeAttempts(t *testing.T) {
 	cert := certFor(30 * day)
 	now := issued.Add(day)
-	for _, attempt := range []int{63, 64, 65, 1 << 40, math.MaxInt, 0, -1, math.MinInt} {
+	for _, attempt := range []int{63, 64, 65, math.MaxInt / 2, math.MaxInt, 0, -1, math.MinInt} {
 		lowest := renewal.NextRetry(cert, now, attempt, 0, constSource(0)).Delay
 		highest := renewal.NextRetry(cert, now, attempt, 0, constSource(math.MaxUint64)).Delay
 		want := time.Hour

@@ -2,6 +2,10 @@
 // process, or a real swtpm process on a free loopback port. Both are stopped in
 // the test's cleanup. Under CI=true a missing swtpm fails the test instead of
 // skipping it, so a green CI cannot hide a suite that never ran.
+//
+// The simulator needs cgo; the swtpm helpers do not, so test binaries built
+// with CGO_ENABLED=0 (for ARM, run under qemu) still run every swtpm test and
+// skip the simulator ones.
 package tpmtest
 
 import (
@@ -15,54 +19,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/google/go-tpm-tools/simulator"
-	"github.com/google/go-tpm/tpm2/transport"
 )
-
-// Simulator starts the reference TPM simulator (manufactured afresh, so every
-// call is a different TPM) and closes it in cleanup. The simulator is a single
-// process-wide object: callers in one process run one at a time.
-func Simulator(t testing.TB) transport.TPMCloser {
-	t.Helper()
-	sim, err := simulator.Get()
-	if err != nil {
-		t.Fatalf("start TPM simulator: %v", err)
-	}
-	return closeOnce(t, transport.FromReadWriteCloser(sim))
-}
-
-// SimulatorWithSeed starts the simulator with hierarchy seeds derived from seed,
-// so two calls with one seed are the same TPM (as after a reboot).
-func SimulatorWithSeed(t testing.TB, seed int64) transport.TPMCloser {
-	t.Helper()
-	sim, err := simulator.GetWithFixedSeedInsecure(seed)
-	if err != nil {
-		t.Fatalf("start TPM simulator: %v", err)
-	}
-	return closeOnce(t, transport.FromReadWriteCloser(sim))
-}
-
-// closeOnce lets a test close the simulator early (to reopen it) without the
-// cleanup closing it a second time, which the simulator reports as an error.
-func closeOnce(t testing.TB, tr transport.TPMCloser) transport.TPMCloser {
-	c := &onceCloser{TPMCloser: tr}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-type onceCloser struct {
-	transport.TPMCloser
-	closed bool
-}
-
-func (c *onceCloser) Close() error {
-	if c.closed {
-		return nil
-	}
-	c.closed = true
-	return c.TPMCloser.Close()
-}
 
 // Swtpm is a running swtpm process.
 type Swtpm struct {
