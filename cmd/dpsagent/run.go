@@ -110,14 +110,17 @@ Exit codes: 0 provisioned and connected; 2 bad configuration; 3 TPM problem;
 			if err != nil {
 				return err
 			}
-			d, err := c.wire(cfg, c.logger(), nil)
+			log, finish := c.stepLogger()
+			d, err := c.wire(cfg, log, nil)
 			if err != nil {
+				finish(false)
 				return err
 			}
 			defer d.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			st, err := d.agent.Provision(ctx, force)
+			finish(err == nil)
 			if err != nil {
 				code := provisionExitCode(ctx, err)
 				if h := agent.Hint(err); h != "" {
