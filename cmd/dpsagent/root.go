@@ -120,6 +120,6 @@ func (c *cli) rootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().BoolVarP(&c.verbose, "verbose", "v", false, "log debug details")
 	root.PersistentFlags().StringVar(&c.logFormat, "log-format", "text", "text or json")
-	root.AddCommand(c.versionCommand(), c.runCommand(), c.provisionCommand(), c.statusCommand(), c.checkCommand(), c.renewCommand(), c.resetCommand(), c.tpmCommand(), c.birthKeyCommand(), c.manCommand())
+	root.AddCommand(c.versionCommand(), c.runCommand(), c.provisionCommand(), c.statusCommand(), c.checkCommand(), c.renewCommand(), c.resetCommand(), c.tpmCommand(), c.birthKeyCommand(), c.manCommand(), c.initCommand())
 	return root
 }
