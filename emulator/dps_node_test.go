@@ -32,7 +32,7 @@ client.register().then(
 // insists on the response topic, the statuses and retry-after as the service
 // sends them. A disabled enrollment must surface as the SDK's failure.
 func TestDPSNodeSDK(t *testing.T) {
-	node := dpsNodeSDK(t)
+	node := requireNodeSDKs(t)
 	individualKey, groupKey := dpsKey("node-individual"), dpsKey("node-group")
 	disabled := dpsSymmetricEnrollment("node-disabled", individualKey)
 	disabled.Enabled = ptr(false)
@@ -85,35 +85,9 @@ func dpsDerivedKey(t *testing.T, groupKey, regID string) string {
 	return sas.EncodeKey(sas.DeriveDeviceKey(k, regID))
 }
 
-// dpsNodeSDK finds node and the provisioning SDK that `make test-tools`
-// installs under interop/node; without them the test is skipped, except in
-// CI, where they must be there.
-func dpsNodeSDK(t *testing.T) string {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	missing := ""
-	switch {
-	case err != nil:
-		missing = "node is not installed"
-	default:
-		if _, err := os.Stat(filepath.Join(dpsInteropDir, "node_modules", "azure-iot-provisioning-device-mqtt")); err != nil {
-			missing = "the Node.js SDKs are not installed: run `make test-tools`"
-		}
-	}
-	if missing != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(missing)
-		}
-		t.Skip(missing)
-	}
-	return node
-}
-
-const dpsInteropDir = "interop/node"
-
 func runDPSNode(t *testing.T, node string, ep *Endpoints, regID, key string) []byte {
 	t.Helper()
-	dir, err := filepath.Abs(dpsInteropDir)
+	dir, err := filepath.Abs(interopDir)
 	if err != nil {
 		t.Fatal(err)
 	}

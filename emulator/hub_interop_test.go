@@ -56,25 +56,10 @@ async function main() {
 main().then(() => process.exit(0), (err) => { process.stderr.write('interop failed: ' + (err && err.stack || err) + '\n'); process.exit(1); });
 `
 
-func hubRequireNode(t *testing.T) string {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err == nil {
-		_, err = os.Stat(filepath.Join("interop", "node", "node_modules", "azure-iot-device-mqtt"))
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Node.js or its Azure SDKs are missing (make test-tools): %v", err)
-		}
-		t.Skipf("Node.js or its Azure SDKs are missing (make test-tools): %v", err)
-	}
-	return node
-}
-
 // Microsoft's Node.js SDK connects with an issued certificate, takes a direct
 // method and a desired-property push, and reports back.
 func TestHubInteropNodeSDKX509(t *testing.T) {
-	node := hubRequireNode(t)
+	node := requireNodeSDKs(t)
 	env := newHubEnv(t, nil)
 	dev := env.addIssuedDevice(t, "node-x509")
 	dir := t.TempDir()
