@@ -97,10 +97,18 @@ func (t *TPM) CreateKey(alg keys.Algorithm) (keys.Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	rsp, err := tpm2.Create{
+	create := tpm2.Create{
 		ParentHandle: tpm2.AuthHandle{Handle: parent.Handle, Name: parent.Name, Auth: tpm2.PasswordAuth(nil)},
 		InPublic:     tpm2.New2B(tmpl),
-	}.Execute(t.tr)
+	}
+	rsp, err := create.Execute(t.tr)
+	if errors.Is(err, tpm2.TPMRCObjectMemory) {
+		t.log.Warn("the TPM has no free object slot; flushing objects left behind by an earlier run and retrying")
+		if ferr := t.flushStale(parent.Handle); ferr != nil {
+			return nil, fmt.Errorf("create %s key: TPM out of object memory, and clearing it failed: %w", alg, ferr)
+		}
+		rsp, err = create.Execute(t.tr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create %s key in TPM %s: %w", alg, t.spec, err)
 	}

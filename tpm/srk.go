@@ -2,6 +2,7 @@ package tpm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
@@ -31,10 +32,20 @@ func (t *TPM) parent() (tpm2.NamedHandle, error) {
 		t.log.Debug("using the persistent storage root key", zap.String("handle", fmt.Sprintf("0x%08x", uint32(h.Handle))))
 		return h, nil
 	}
-	rsp, err := tpm2.CreatePrimary{
+	create := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.TPMRHOwner,
 		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
-	}.Execute(t.tr)
+	}
+	rsp, err := create.Execute(t.tr)
+	if errors.Is(err, tpm2.TPMRCObjectMemory) {
+		// A run killed mid-operation on a TPM without a resource manager
+		// left its objects loaded: clear them, as a reboot would.
+		t.log.Warn("the TPM has no free object slot; flushing objects left behind by an earlier run and retrying")
+		if ferr := t.flushStale(0); ferr != nil {
+			return tpm2.NamedHandle{}, fmt.Errorf("create the storage root key: TPM out of object memory, and clearing it failed: %w", ferr)
+		}
+		rsp, err = create.Execute(t.tr)
+	}
 	if err != nil {
 		return tpm2.NamedHandle{}, fmt.Errorf("create the storage root key from the standard ECC template under the owner hierarchy: %w (if the owner hierarchy has a password, dpsagent cannot use this TPM)", err)
 	}

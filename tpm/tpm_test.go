@@ -371,3 +371,33 @@ func sha512_384(s string) []byte {
 	h.Write([]byte(s))
 	return h.Sum(nil)
 }
+
+// A run killed mid-operation on a TPM without a resource manager leaves its
+// objects loaded; a new process must still create its SRK and keys.
+func TestCreateRecoversFromObjectsLeftByAKilledRun(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	dead, err := Open(sw.Spec, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ { // fill every slot, then vanish without flushing
+		_, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(dead.tr)
+		if errors.Is(err, tpm2.TPMRCObjectMemory) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead.mu.Lock()
+	_ = dead.closer.Close() // the connection drops; the objects stay in swtpm
+	dead.mu.Unlock()
+
+	tp, raw := openSpec(t, sw.Spec)
+	k, err := tp.CreateKey(keys.ECDSAP256)
+	if err != nil {
+		t.Fatalf("CreateKey with the TPM's slots full of a dead run's objects: %v", err)
+	}
+	keysCSR(t, k)
+	checkNoLeaks(t, tp, raw)
+}

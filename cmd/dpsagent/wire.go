@@ -46,7 +46,7 @@ func (c *cli) wire(cfg *Config, log *zap.Logger, onStatus func(agent.Status)) (*
 	if d.keys, err = openKeys(cfg, log); err != nil {
 		return nil, err
 	}
-	d.store, err = store.Open(cfg.Advanced.StateDir, store.Options{Logger: log.Named("store")})
+	d.store, err = store.Open(cfg.Advanced.StateDir, store.Options{Logger: log.Named("store"), Hook: killPointStoreHook()})
 	if err != nil {
 		d.Close()
 		code := exitFailure
@@ -113,7 +113,7 @@ func openKeys(cfg *Config, log *zap.Logger) (keys.Backend, error) {
 		log.Warn("advanced.tpm is none: keys are kept in files, not in a TPM; use this only on devices without one")
 		return &softkey.Backend{}, nil
 	}
-	t, err := tpm.Open(cfg.Advanced.TPM, tpm.Options{Logger: log.Named("tpm")})
+	t, err := tpm.Open(cfg.Advanced.TPM, tpm.Options{Logger: log.Named("tpm"), BeforeCommand: killPointTPMHook()})
 	switch {
 	case errors.Is(err, tpm.ErrBadSpec):
 		return nil, withCode(exitConfig, fmt.Errorf("advanced.tpm: %w", err))
