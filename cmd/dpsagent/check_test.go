@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,12 +16,13 @@ import (
 )
 
 // checkEnv is an in-process emulator and a swtpm, and a configuration for them.
-func checkEnv(t *testing.T) (cfgPath string, ep *emu.Endpoints) {
+func checkEnv(t *testing.T, enrollments ...emu.Enrollment) (cfgPath string, ep *emu.Endpoints) {
 	t.Helper()
 	e, err := emu.New(emu.Config{
-		DPS:   emu.ListenerConfig{Listen: "127.0.0.1:0"},
-		Hubs:  []emu.HubConfig{{Name: "hub1", Host: "127.0.0.1", Listen: "127.0.0.1:0"}},
-		Admin: emu.ListenerConfig{Listen: "127.0.0.1:0"},
+		DPS:         emu.ListenerConfig{Listen: "127.0.0.1:0"},
+		Hubs:        []emu.HubConfig{{Name: "hub1", Host: "127.0.0.1", Listen: "127.0.0.1:0"}},
+		Admin:       emu.ListenerConfig{Listen: "127.0.0.1:0"},
+		Enrollments: enrollments,
 	}, t.TempDir(), emu.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +38,9 @@ func checkEnv(t *testing.T) (cfgPath string, ep *emu.Endpoints) {
 	if err := os.WriteFile(key, []byte("c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf("id_scope: %s\nregistration_id: gw\nonboarding: {symmetric_key_file: %s}\nadvanced:\n  dps_endpoint: %s\n  trust_bundle_file: %s\n  tpm: %s\n  state_dir: %s\n",
-		ep.IDScope, key, ep.DPS, ep.TLSCAFile, sw.Spec, filepath.Join(dir, "state"))
+	_, hubPort, _ := net.SplitHostPort(ep.Hubs["hub1"].Address)
+	cfg := fmt.Sprintf("id_scope: %s\nregistration_id: gw\nonboarding: {symmetric_key_file: %s}\nadvanced:\n  dps_endpoint: %s\n  trust_bundle_file: %s\n  tpm: %s\n  state_dir: %s\n  hub_port: %s\n",
+		ep.IDScope, key, ep.DPS, ep.TLSCAFile, sw.Spec, filepath.Join(dir, "state"), hubPort)
 	cfgPath = filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -104,5 +107,25 @@ func TestCheckBadConfiguration(t *testing.T) {
 	code, out := runCheck(t, "-c", p)
 	if code != exitFailure || !strings.Contains(out, "✗ configuration") || !strings.Contains(out, "dpsagent init") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// A provisioned gateway: the stored identity is checked against the key in
+// the TPM, and the assigned hub is reached.
+func TestCheckProvisionedGateway(t *testing.T) {
+	cfg, _ := checkEnv(t, emu.Enrollment{RegistrationID: "gw",
+		Attestation: emu.Attestation{Type: emu.AttestSymmetricKey, PrimaryKey: "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="}})
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"provision", "-c", cfg, "--timeout", "60s"}, &out, &errOut); code != exitOK {
+		t.Fatalf("provision: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	code, text := runCheck(t, "-c", cfg)
+	if code != exitOK {
+		t.Fatalf("exit %d:\n%s", code, text)
+	}
+	for _, want := range []string{"✓ hub TCP", "✓ hub TLS", "✓ identity", "matches the ecdsa-p384 key in tpm", "left"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
 	}
 }
