@@ -54,11 +54,7 @@ func TestC2DInteropNodeSDK(t *testing.T) {
 	}
 	<-done
 	if runErr != nil {
-		var stderr string
-		if ee, ok := runErr.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("node c2d.js: %v\n%s", runErr, stderr)
+		t.Fatalf("node c2d.js: %v\n%s", runErr, nodeStderr(runErr))
 	}
 	var got struct {
 		MessageID     string            `json:"message_id"`

@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +36,15 @@ func requireNodeSDKs(t *testing.T) string {
 		t.Skip(missing)
 	}
 	return node
+}
+
+// nodeStderr is what a failed node run printed, for the test's message.
+func nodeStderr(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(ee.Stderr)
+	}
+	return ""
 }
 
 // Microsoft's Node.js SDKs provision with a symmetric key, connect to the
@@ -75,11 +85,7 @@ func TestInteropNodeSDK(t *testing.T) {
 		t.Fatal("the Node.js SDK did not finish within 2 minutes")
 	}
 	if runErr != nil {
-		var stderr string
-		if ee, ok := runErr.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("node interop.js: %v\n%s", runErr, stderr)
+		t.Fatalf("node interop.js: %v\n%s", runErr, nodeStderr(runErr))
 	}
 	var got struct {
 		AssignedHub        string `json:"assigned_hub"`
