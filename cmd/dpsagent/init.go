@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 )
@@ -22,7 +21,6 @@ type initFlags struct {
 	force          bool
 	nonInteractive bool
 	accessible     bool
-	fullscreen     bool
 }
 
 func (c *cli) initCommand() *cobra.Command {
@@ -62,51 +60,26 @@ replaced without asking (or --force).`,
 	cmd.Flags().BoolVarP(&f.yes, "yes", "y", false, "write without asking for a final confirmation (an existing configuration still needs --force)")
 	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing configuration")
 	cmd.Flags().BoolVar(&f.nonInteractive, "non-interactive", false, "ask nothing: take every answer from the flags (implied when stdin is not a terminal)")
-	cmd.Flags().BoolVar(&f.fullscreen, "fullscreen", false, "use full-screen forms instead of plain lines (experimental: keys typed while one form gives way to the next can be lost)")
-	cmd.Flags().BoolVar(&f.accessible, "accessible", false, "ask the wizard's questions one plain line at a time, for screen readers, serial consoles and scripted answers on stdin")
+	cmd.Flags().BoolVar(&f.accessible, "accessible", false, "ask the wizard's questions even when stdin is not a terminal, one line each: for scripted answers on stdin")
 	return cmd
 }
 
-// initMode is how init gets its answers.
-type initMode int
-
-const (
-	modeFlags initMode = iota // from the flags only
-	modeForm                  // the full-screen wizard
-	modeLines                 // the wizard as plain lines (huh's accessible mode)
-)
-
-func (f *initFlags) mode(in io.Reader, out io.Writer, getenv func(string) string) (initMode, error) {
+// asks says whether init asks its questions (the wizard) or takes every
+// answer from the flags.
+func (f *initFlags) asks(in io.Reader) (bool, error) {
 	switch {
 	case f.nonInteractive && f.accessible:
-		return 0, withCode(exitConfig, errors.New("--accessible asks questions and --non-interactive asks none: give one of them"))
+		return false, withCode(exitConfig, errors.New("--accessible asks questions and --non-interactive asks none: give one of them"))
 	case f.nonInteractive:
-		return modeFlags, nil
+		return false, nil
 	case f.accessible:
-		return modeLines, nil
+		return true, nil
 	}
-	if !isTTY(in) {
-		return modeFlags, nil
-	}
-	// Plain lines by default: they work on serial consoles and over any
-	// terminal, and the full-screen forms can lose keys typed between two of
-	// them (huh v2, which dpsagent uses because v1's Bubble Tea queries the
-	// terminal at every start of every command).
-	if !f.fullscreen || !isTTY(out) || getenv("TERM") == "dumb" {
-		return modeLines, nil
-	}
-	return modeForm, nil
-}
-
-// isTTY asks the terminal driver: a character device such as /dev/null, the
-// stdin of image builds and services, is no one to ask questions of.
-func isTTY(f any) bool {
-	file, ok := f.(*os.File)
-	return ok && term.IsTerminal(file.Fd())
+	return isTerminal(in), nil
 }
 
 func (c *cli) runInit(cmd *cobra.Command, f *initFlags) error {
-	mode, err := f.mode(cmd.InOrStdin(), c.stdout, c.getenv)
+	asks, err := f.asks(cmd.InOrStdin())
 	if err != nil {
 		return err
 	}
@@ -118,10 +91,10 @@ func (c *cli) runInit(cmd *cobra.Command, f *initFlags) error {
 	if err != nil {
 		return withCode(exitFailure, err)
 	}
-	if mode == modeFlags {
-		err = c.initFromFlags(cmd, f, &cfg, exists)
+	if asks {
+		err = c.initByWizard(cmd, f, &cfg, exists)
 	} else {
-		err = c.initByWizard(cmd, f, mode, &cfg, exists)
+		err = c.initFromFlags(cmd, f, &cfg, exists)
 	}
 	if err != nil {
 		return err
@@ -162,8 +135,8 @@ func (c *cli) initFromFlags(cmd *cobra.Command, f *initFlags, cfg *Config, exist
 
 // initByWizard asks, starting from the existing configuration when there is
 // one (so a technician can change one answer) and the flags given.
-func (c *cli) initByWizard(cmd *cobra.Command, f *initFlags, mode initMode, cfg *Config, exists bool) error {
-	w := c.newWizard(cmd, mode)
+func (c *cli) initByWizard(cmd *cobra.Command, f *initFlags, cfg *Config, exists bool) error {
+	w := c.newWizard(cmd)
 	defer w.close()
 	if exists {
 		old, err := loadConfig(f.path, nil)

@@ -6,106 +6,78 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
-	"charm.land/huh/v2"
 	"github.com/spf13/cobra"
 )
 
-// wizard asks the questions of `dpsagent init` with huh: forms in a terminal,
-// or huh's accessible mode, which prints each prompt as a plain line and reads
-// one answer per line (screen readers, serial consoles, scripted answers).
+// wizard asks the questions of `dpsagent init` as plain lines: a prompt, an
+// answer, Enter. That works on a serial console, over any terminal, with a
+// screen reader and with answers scripted on stdin, and it costs no terminal
+// library (a full-screen form library weighed 2 MiB of a gateway binary and
+// could lose keys typed while one form gave way to the next).
 type wizard struct {
 	c     *cli
 	ctx   context.Context
-	in    io.Reader
 	out   io.Writer
-	lines *lineReader // set in accessible mode
-	probe tpmProbe    // the last look at the TPM, for the summary
-	close func()      // lets the line reader go
+	lines *lineReader
+	// echo repeats each answer after its prompt when stdin is not a terminal
+	// (a terminal shows what is typed itself), so that a transcript of
+	// scripted answers reads as a conversation.
+	echo  bool
+	probe tpmProbe // the last look at the TPM, for the summary
+	close func()   // lets the line reader go
 }
 
-func (c *cli) newWizard(cmd *cobra.Command, mode initMode) *wizard {
+func (c *cli) newWizard(cmd *cobra.Command) *wizard {
 	ctx, cancel := context.WithCancel(cmd.Context())
-	w := &wizard{c: c, ctx: ctx, in: cmd.InOrStdin(), out: c.stdout, close: cancel}
-	if mode == modeLines {
-		w.lines = newLineReader(w.ctx, w.in)
-		w.in = w.lines
+	in := cmd.InOrStdin()
+	return &wizard{
+		c: c, ctx: ctx, out: c.stdout, close: cancel,
+		lines: newLineReader(ctx, in),
+		echo:  !isTerminal(in),
 	}
-	return w
 }
 
 var errStopped = errors.New("stopped: nothing written")
 
-// ask shows one step: its title, its help and its fields.
-func (w *wizard) ask(title, help string, fields ...huh.Field) error {
-	form := huh.NewForm(huh.NewGroup(fields...).Title(title).Description(help)).
-		WithInput(w.in).WithOutput(w.out)
-	if w.lines != nil {
-		// Accessible mode prints only the fields' own titles, so the step's
-		// title and help come first; the plain theme keeps colour codes out of
-		// a transcript or a screen reader.
-		fmt.Fprintf(w.out, "\n%s\n%s\n", title, help)
-		form = form.WithAccessible(true).WithTheme(huh.ThemeFunc(huh.ThemeBase))
-	}
-	err := form.RunWithContext(w.ctx)
-	switch {
-	case errors.Is(err, huh.ErrUserAborted):
-		return withCode(exitFailure, errStopped)
-	case err != nil:
-		return withCode(exitFailure, fmt.Errorf("ask %q: %w", title, err))
-	case w.lines != nil && w.ctx.Err() != nil:
-		w.note("")
-		return withCode(exitFailure, errStopped)
-	case w.lines != nil && w.lines.eof:
-		return withCode(exitFailure, fmt.Errorf("stdin ended during %q: %w", title, errStopped))
+// promptField is one question of a step.
+type promptField interface {
+	// prompt is what is printed before the answer.
+	prompt() string
+	// take judges an answer (trimmed; "" is Enter alone) and keeps it, or
+	// says what is wrong with it.
+	take(answer string) error
+}
+
+// ask shows one step, its title and its help, then asks each field until it
+// has a valid answer.
+func (w *wizard) ask(title, help string, fields ...promptField) error {
+	fmt.Fprintf(w.out, "\n%s\n%s\n", title, help)
+	for _, f := range fields {
+		for {
+			fmt.Fprint(w.out, f.prompt())
+			answer, err := w.lines.next()
+			switch {
+			case errors.Is(err, io.EOF) && w.ctx.Err() == nil:
+				w.note("")
+				return withCode(exitFailure, fmt.Errorf("stdin ended during %q: %w", title, errStopped))
+			case err != nil:
+				w.note("")
+				return withCode(exitFailure, errStopped)
+			}
+			if w.echo {
+				w.note("%s", answer)
+			}
+			if err := f.take(strings.TrimSpace(answer)); err != nil {
+				w.note("  ✗ %v", err)
+				continue
+			}
+			break
+		}
 	}
 	return nil
-}
-
-// input is a text question checked as it is typed: in a form the line under
-// its title says what is wrong with the value so far (or, while it is empty,
-// what is expected), and Enter takes only a valid value, showing the whole
-// reason otherwise. In accessible mode an empty line keeps the value shown in
-// brackets.
-func (w *wizard) input(title, expected string, value *string, check func(string) error) *huh.Input {
-	in := huh.NewInput().Value(value)
-	if w.lines != nil {
-		keep := *value
-		if keep != "" {
-			title += " [" + keep + "]"
-		}
-		return in.Title(title + ":").Validate(func(s string) error {
-			s = strings.TrimSpace(s)
-			if s == "" {
-				s = keep
-			}
-			return check(s)
-		})
-	}
-	return in.Title(title).
-		Validate(func(s string) error { return check(strings.TrimSpace(s)) }).
-		DescriptionFunc(func() string {
-			v := strings.TrimSpace(*value)
-			switch err := check(v); {
-			case v == "":
-				return oneLine(expected)
-			case err != nil:
-				return oneLine("✗ " + err.Error())
-			}
-			return "✓"
-		}, value)
-}
-
-// oneLine shortens s to a line that fits an 80-column terminal: huh sizes a
-// form when it first draws it, so a line that grew would push the answer out
-// of sight. Enter shows the whole reason.
-func oneLine(s string) string {
-	const max = 72
-	if r := []rune(s); len(r) > max {
-		return string(r[:max-1]) + "…"
-	}
-	return s
 }
 
 // note prints a line of the wizard's own: what it did or found.
@@ -113,32 +85,142 @@ func (w *wizard) note(format string, args ...any) {
 	fmt.Fprintf(w.out, format+"\n", args...)
 }
 
-// lineReader hands out at most one line per Read. Each of huh's accessible
-// prompts reads through a new bufio.Scanner, which would otherwise buffer,
-// and lose, the answers to the questions after it. A read also ends when the
-// context does: Ctrl+C is a signal, not a key, outside a full-screen form,
-// and huh's prompts do not watch the context. It remembers running out of
-// input, since the prompts then quietly take their defaults.
-type lineReader struct {
-	ctx     context.Context
-	lines   <-chan []byte
-	pending []byte // the rest of the line being read
-	eof     bool
+// textField is a text question; Enter alone keeps the value shown in
+// brackets.
+type textField struct {
+	title string
+	value *string
+	check func(string) error
 }
 
-// newLineReader reads r a line at a time until it ends or ctx does. A read
-// from a terminal cannot be taken back, so the last one may wait on until
-// the process exits.
+// input is a text question whose answer check judges.
+func (w *wizard) input(title string, value *string, check func(string) error) promptField {
+	return &textField{title: title, value: value, check: check}
+}
+
+func (f *textField) prompt() string {
+	if *f.value != "" {
+		return f.title + " [" + *f.value + "]: "
+	}
+	return f.title + ": "
+}
+
+func (f *textField) take(answer string) error {
+	if answer == "" {
+		answer = *f.value
+	}
+	if err := f.check(answer); err != nil {
+		return err
+	}
+	*f.value = answer
+	return nil
+}
+
+// confirmField is a yes-or-no question; Enter alone keeps the value shown in
+// capitals.
+type confirmField struct {
+	title string
+	value *bool
+}
+
+func (w *wizard) confirm(title string, value *bool) promptField {
+	return &confirmField{title: title, value: value}
+}
+
+func (f *confirmField) prompt() string {
+	if *f.value {
+		return f.title + " [Y/n] "
+	}
+	return f.title + " [y/N] "
+}
+
+func (f *confirmField) take(answer string) error {
+	switch strings.ToLower(answer) {
+	case "":
+	case "y", "yes":
+		*f.value = true
+	case "n", "no":
+		*f.value = false
+	default:
+		return fmt.Errorf("%q: answer y (yes) or n (no)", answer)
+	}
+	return nil
+}
+
+// choice is one option of a chooseField: what it says and the value it sets.
+type choice struct{ label, value string }
+
+// chooseField lists numbered options and takes a number; Enter alone keeps
+// the current one.
+type chooseField struct {
+	title   string
+	choices []choice
+	value   *string
+}
+
+func (w *wizard) choose(title string, value *string, choices ...choice) promptField {
+	return &chooseField{title: title, choices: choices, value: value}
+}
+
+// current is the number of the option the value is at, or 0.
+func (f *chooseField) current() int {
+	for i, c := range f.choices {
+		if c.value == *f.value {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func (f *chooseField) prompt() string {
+	var b strings.Builder
+	b.WriteString(f.title)
+	if !strings.HasSuffix(f.title, "?") {
+		b.WriteString(":")
+	}
+	b.WriteString("\n")
+	for i, c := range f.choices {
+		fmt.Fprintf(&b, "  %d. %s\n", i+1, c.label)
+	}
+	fmt.Fprintf(&b, "Choose 1 to %d", len(f.choices))
+	if n := f.current(); n > 0 {
+		fmt.Fprintf(&b, " [%d]", n)
+	}
+	b.WriteString(": ")
+	return b.String()
+}
+
+func (f *chooseField) take(answer string) error {
+	if answer == "" && f.current() > 0 {
+		return nil
+	}
+	n, err := strconv.Atoi(answer)
+	if err != nil || n < 1 || n > len(f.choices) {
+		return fmt.Errorf("%q: enter a number from 1 to %d", answer, len(f.choices))
+	}
+	*f.value = f.choices[n-1].value
+	return nil
+}
+
+// lineReader reads stdin a line at a time in its own goroutine, so that a
+// question stops waiting when the context ends: Ctrl+C is a signal, not a
+// key, and main turns it into a cancelled context. A read from a terminal
+// cannot be taken back, so the last one may wait on until the process exits.
+type lineReader struct {
+	ctx   context.Context
+	lines <-chan string
+}
+
 func newLineReader(ctx context.Context, r io.Reader) *lineReader {
-	lines := make(chan []byte)
+	lines := make(chan string)
 	go func() {
 		defer close(lines)
 		br := bufio.NewReader(r)
 		for {
-			line, err := br.ReadBytes('\n')
-			if len(line) > 0 {
+			line, err := br.ReadString('\n')
+			if line != "" || err == nil {
 				select {
-				case lines <- line:
+				case lines <- strings.TrimRight(line, "\r\n"):
 				case <-ctx.Done():
 					return
 				}
@@ -151,21 +233,16 @@ func newLineReader(ctx context.Context, r io.Reader) *lineReader {
 	return &lineReader{ctx: ctx, lines: lines}
 }
 
-func (l *lineReader) Read(p []byte) (int, error) {
-	if len(l.pending) == 0 {
-		select {
-		case line, ok := <-l.lines:
-			if !ok {
-				l.eof = true
-				return 0, io.EOF
-			}
-			l.pending = line
-		case <-l.ctx.Done():
-			l.eof = true
-			return 0, io.EOF
+// next is the next line without its line ending; io.EOF once stdin ended,
+// the context's error once it is done.
+func (l *lineReader) next() (string, error) {
+	select {
+	case line, ok := <-l.lines:
+		if !ok {
+			return "", io.EOF
 		}
+		return line, nil
+	case <-l.ctx.Done():
+		return "", l.ctx.Err()
 	}
-	n := copy(p, l.pending)
-	l.pending = l.pending[n:]
-	return n, nil
 }

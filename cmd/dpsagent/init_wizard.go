@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"charm.land/huh/v2"
-
 	"github.com/dpsagent/dpsagent/tpm"
 	"github.com/dpsagent/dpsagent/tpm/keys"
 )
@@ -32,7 +30,7 @@ func (w *wizard) confirmReplace(path string) (bool, error) {
 	err := w.ask("A configuration already exists",
 		path+" is already there. The wizard starts from its answers, and nothing\n"+
 			"changes before you accept the summary at the end.",
-		huh.NewConfirm().Title("Replace it?").Value(&replace))
+		w.confirm("Replace it?", &replace))
 	return replace, err
 }
 
@@ -42,9 +40,7 @@ func (w *wizard) run(cfg *Config, path string, yes bool) error {
 		"DPS instance (Azure portal, the instance's Overview page) and this device's onboarding\n"+
 		"credential: its enrollment's symmetric key in a file, or its birth certificate and key.\n"+
 		"Nothing is written before you accept the summary.", path, wizardSteps)
-	if w.lines == nil {
-		w.note("Ctrl+C stops without writing; shift+tab goes back within a step.")
-	}
+	w.note("Ctrl+C stops without writing; Enter alone keeps the answer shown in brackets.")
 	if cfg.RegistrationID == "" {
 		if host, err := os.Hostname(); err == nil && checkRegistrationID(host) == nil {
 			cfg.RegistrationID = host
@@ -69,8 +65,8 @@ func (w *wizard) run(cfg *Config, path string, yes bool) error {
 	}
 }
 
-// answered records an answer, since a form disappears once it is submitted
-// and Enter alone in accessible mode shows nothing of what it kept.
+// answered repeats an answer once it is taken: Enter alone keeps a value
+// without showing it again.
 func (w *wizard) answered(err error, label, value string) {
 	if err == nil {
 		w.note("✓ %s: %s", label, value)
@@ -81,7 +77,7 @@ func (w *wizard) askIDScope(cfg *Config) error {
 	err := w.ask(stepTitle(1, "ID scope"),
 		"The ID scope names your Device Provisioning Service instance: 0ne and 8 hexadecimal\n"+
 			"digits, on the instance's Overview page in the Azure portal.",
-		w.input("ID scope", "0ne and 8 hexadecimal digits, such as 0ne00000001", &cfg.IDScope, checkIDScope))
+		w.input("ID scope", &cfg.IDScope, checkIDScope))
 	cfg.IDScope = strings.TrimSpace(cfg.IDScope)
 	w.answered(err, "ID scope", cfg.IDScope)
 	return err
@@ -92,7 +88,7 @@ func (w *wizard) askRegistrationID(cfg *Config) error {
 		"The name this device is enrolled under in DPS: letters, digits and - . _ : (at most 128).\n"+
 			"This machine's host name is offered. With a birth certificate it is the certificate's\n"+
 			"common name.",
-		w.input("Registration ID", "such as gateway-001", &cfg.RegistrationID, checkRegistrationID))
+		w.input("Registration ID", &cfg.RegistrationID, checkRegistrationID))
 	cfg.RegistrationID = strings.TrimSpace(cfg.RegistrationID)
 	w.answered(err, "Registration ID", cfg.RegistrationID)
 	return err
@@ -105,10 +101,9 @@ func (w *wizard) askOnboardingMethod(cfg *Config) error {
 			"  X.509 birth certificate: the device proves itself with a certificate from its maker,\n"+
 			"  its key in the TPM or in a file.\n"+
 			"Enter alone keeps the "+methodName(cfg.Onboarding.Method)+".",
-		huh.NewSelect[string]().Title("Onboarding method").Options(
-			huh.NewOption("Symmetric key", OnboardSymmetricKey),
-			huh.NewOption("X.509 birth certificate", OnboardX509),
-		).Value(&cfg.Onboarding.Method))
+		w.choose("Onboarding method", &cfg.Onboarding.Method,
+			choice{"Symmetric key", OnboardSymmetricKey},
+			choice{"X.509 birth certificate", OnboardX509}))
 	w.answered(err, "Onboarding", methodName(cfg.Onboarding.Method))
 	return err
 }
@@ -122,8 +117,8 @@ func (w *wizard) askSecret(cfg *Config) error {
 		"The file holds the enrollment's primary key as the Azure portal shows it (base64). Others\n"+
 			"must not be able to read it: chmod 600 FILE (or 640 with group dpsagent). A group key is\n"+
 			"shared by the devices of an enrollment group; the agent derives this device's key from it.",
-		w.input("Key file", "such as /etc/dpsagent/onboarding.key", &o.SymmetricKeyFile, checkSymmetricKeyFile),
-		huh.NewConfirm().Title("Is it an enrollment group's key?").Value(&o.GroupKey))
+		w.input("Key file", &o.SymmetricKeyFile, checkSymmetricKeyFile),
+		w.confirm("Is it an enrollment group's key?", &o.GroupKey))
 	o.SymmetricKeyFile = strings.TrimSpace(o.SymmetricKeyFile)
 	kind := "an individual enrollment's key"
 	if o.GroupKey {
@@ -139,11 +134,11 @@ func (w *wizard) askBirthCertificate(cfg *Config) error {
 		"The birth certificate chain (PEM, the device certificate first) and where its key is:\n"+
 			"tpm-blob:PATH for a key made in this TPM by `dpsagent birth-key`, or file:PATH for a key\n"+
 			"file that only its owner can read (chmod 600).",
-		w.input("Certificate file", "such as /etc/dpsagent/birth.pem", &x.CertificateFile, func(p string) error {
+		w.input("Certificate file", &x.CertificateFile, func(p string) error {
 			_, err := readBirthCertificate(p)
 			return err
 		}),
-		w.input("Key", "tpm-blob:PATH or file:PATH", &x.Key, func(k string) error { return checkX509Key(cfg, k) }))
+		w.input("Key", &x.Key, func(k string) error { return checkX509Key(cfg, k) }))
 	x.CertificateFile, x.Key = strings.TrimSpace(x.CertificateFile), strings.TrimSpace(x.Key)
 	w.answered(err, "Birth certificate", x.CertificateFile+", key "+x.Key)
 	if err != nil {
@@ -175,10 +170,7 @@ func (w *wizard) askTPM(cfg *Config) error {
 			"The advanced settings are the DPS endpoint, the key algorithm, when to renew, extra\n"+
 			"trusted CAs, the hub port and which TPM to use. The defaults suit Azure and a gateway\n"+
 			"with a TPM.",
-		huh.NewConfirm().Title("Change advanced settings?").Value(&advanced))
-	if w.lines == nil { // accessible mode has just printed it
-		w.recordTPM(err, cfg)
-	}
+		w.confirm("Change advanced settings?", &advanced))
 	if err != nil || !advanced {
 		return err
 	}
@@ -205,7 +197,7 @@ func (w *wizard) fixTPM(cfg *Config) error {
 		w.note("✗ %v", w.probe.err)
 		err := w.ask("TPM", "Name the TPM: a device path ("+tpm.DefaultDevice+"), unix:PATH or tcp:HOST:PORT (an emulator),\n"+
 			"or none for a key kept in a file.",
-			w.input("TPM", "/dev/tpmrm0, tcp:HOST:PORT, unix:PATH or none", &cfg.Advanced.TPM, checkTPMAnswer))
+			w.input("TPM", &cfg.Advanced.TPM, checkTPMAnswer))
 		if err != nil {
 			return err
 		}
@@ -233,18 +225,18 @@ func (w *wizard) askAdvanced(cfg *Config) error {
 			"or a time before it expires (7d). The trust bundle adds CA certificates to trust (an\n"+
 			"emulator, a TLS-inspecting proxy); leave it empty for Azure. The TPM is a device path,\n"+
 			"unix:PATH or tcp:HOST:PORT (an emulator), or none for a key kept in a file.",
-		w.input("DPS endpoint", "host[:port], such as global.azure-devices-provisioning.net", &a.DPSEndpoint, checkDPSEndpoint),
-		huh.NewSelect[string]().Title("Key algorithm").Options(w.algorithmOptions()...).Value(&a.KeyAlgorithm),
-		w.input("Renewal threshold", "such as 80% or 7d", &a.Renewal.Threshold, func(v string) error { return checkRenewalThreshold(cfg, v) }),
-		w.input("Trust bundle file", "empty for Azure", &a.TrustBundleFile, checkTrustBundle),
-		w.input("Hub port", "normally 8883", &port, func(v string) error {
+		w.input("DPS endpoint", &a.DPSEndpoint, checkDPSEndpoint),
+		w.choose("Key algorithm", &a.KeyAlgorithm, w.algorithmChoices()...),
+		w.input("Renewal threshold", &a.Renewal.Threshold, func(v string) error { return checkRenewalThreshold(cfg, v) }),
+		w.input("Trust bundle file", &a.TrustBundleFile, checkTrustBundle),
+		w.input("Hub port", &port, func(v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				n = 0
 			}
 			return checkHubPort(n)
 		}),
-		w.input("TPM", "/dev/tpmrm0, tcp:HOST:PORT, unix:PATH or none", &a.TPM, checkTPMAnswer))
+		w.input("TPM", &a.TPM, checkTPMAnswer))
 	if err != nil {
 		return err
 	}
@@ -269,8 +261,8 @@ func (w *wizard) askAdvanced(cfg *Config) error {
 
 // algorithmOptions says, when the TPM was found, what auto picks on it and
 // which algorithms it cannot make.
-func (w *wizard) algorithmOptions() []huh.Option[string] {
-	var opts []huh.Option[string]
+func (w *wizard) algorithmChoices() []choice {
+	var opts []choice
 	for _, a := range []keys.Algorithm{keys.Auto, keys.ECDSAP256, keys.ECDSAP384, keys.RSA2048} {
 		label := string(a)
 		switch in := w.probe.info; {
@@ -280,7 +272,7 @@ func (w *wizard) algorithmOptions() []huh.Option[string] {
 		case !slices.Contains(in.KeyAlgorithms, a):
 			label += " (this TPM cannot make it)"
 		}
-		opts = append(opts, huh.NewOption(label, string(a)))
+		opts = append(opts, choice{label, string(a)})
 	}
 	return opts
 }
@@ -292,20 +284,17 @@ func (w *wizard) askAccept(summary string) (again bool, err error) {
 		change = "change"
 		quit   = "quit"
 	)
-	choice := write
+	answer := write
 	err = w.ask(stepTitle(6, "Summary"), summary,
-		huh.NewSelect[string]().Title("Write this configuration?").Options(
-			huh.NewOption("Write it", write),
-			huh.NewOption("Change an answer (the questions again, starting from these answers)", change),
-			huh.NewOption("Quit without writing", quit),
-		).Value(&choice))
+		w.choose("Write this configuration?", &answer,
+			choice{"Write it", write},
+			choice{"Change an answer (the questions again, starting from these answers)", change},
+			choice{"Quit without writing", quit}))
 	switch {
 	case err != nil:
 		return false, err
-	case choice == quit:
+	case answer == quit:
 		return false, withCode(exitFailure, errStopped)
-	case choice == write && w.lines == nil:
-		w.note("%s\n%s", stepTitle(6, "Summary"), summary) // the form is gone; keep what was accepted on screen
 	}
-	return choice == change, nil
+	return answer == change, nil
 }

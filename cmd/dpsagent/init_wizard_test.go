@@ -47,9 +47,9 @@ func TestInitWizardCorrectsWrongAnswers(t *testing.T) {
 		t.Fatalf("exit %d\nstderr:\n%s", code, stderr)
 	}
 	for _, want := range []string{
-		"ID scope: not an ID scope: 0ne and 8 hexadecimal digits, such as 0ne00000001",
+		"ID scope: 0ne123\n  ✗ not an ID scope: 0ne and 8 hexadecimal digits, such as 0ne00000001",
 		"✓ ID scope: 0ne00000001",
-		"]: not a registration ID DPS accepts, such as gateway-001",
+		"]: -gateway-\n  ✗ not a registration ID DPS accepts, such as gateway-001",
 		"✓ Registration ID: gateway-007",
 		"there is no file " + filepath.Join(dir, "missing.key"),
 		"has mode 0644, readable by others: run chmod 600 " + openKey,
@@ -91,8 +91,10 @@ func TestInitWizardAdvancedSettings(t *testing.T) {
 	path := filepath.Join(dir, "config.yaml")
 	code, stdout, stderr := runWizard(t, path, answers(
 		"0ne00000001", "gateway-001", "1", keyFile, "n",
-		"y",     // change advanced settings
+		"maybe", // change advanced settings: neither yes nor no
+		"y",     // corrected
 		"",      // DPS endpoint kept
+		"9",     // key algorithm: no such option
 		"3",     // ecdsa-p384
 		"7x",    // renewal threshold: not a duration
 		"36h",   // corrected
@@ -105,7 +107,11 @@ func TestInitWizardAdvancedSettings(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\nstderr:\n%s", code, stderr)
 	}
-	for _, want := range []string{"not a share of the lifetime", "use a TCP port from 1 to 65535, normally 8883", "hub_port 8884"} {
+	for _, want := range []string{
+		`Change advanced settings? [y/N] maybe` + "\n" + `  ✗ "maybe": answer y (yes) or n (no)`,
+		"  4. rsa-2048\nChoose 1 to 4 [1]: 9\n  ✗ \"9\": enter a number from 1 to 4",
+		"not a share of the lifetime", "use a TCP port from 1 to 65535, normally 8883", "hub_port 8884",
+	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("the transcript does not contain %q", want)
 		}
