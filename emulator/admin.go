@@ -54,6 +54,8 @@ func (e *Emulator) adminHandler() http.Handler {
 	mux.HandleFunc("PATCH /api/devices/{id}/twin/desired", e.patchDesired)
 	mux.HandleFunc("POST /api/devices/{id}/methods/{name}", e.invokeMethod)
 	mux.HandleFunc("POST /api/devices/{id}/c2d", e.sendC2D)
+	mux.HandleFunc("GET /api/devices/{id}/c2d", e.listC2D)
+	mux.HandleFunc("DELETE /api/devices/{id}/c2d", e.purgeC2D)
 	mux.HandleFunc("POST /api/devices/{id}/revoke", e.revokeDevice)
 	mux.HandleFunc("GET /api/faults", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, e.faults.List())
@@ -342,11 +344,13 @@ func (e *Emulator) invokeMethod(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sendC2D delivers a cloud-to-device message to a connected device: 200
-// once the device has it, 404 when it is not connected and subscribed (the
-// emulator keeps no queue), 504 when it does not acknowledge in time.
+// sendC2D hands a cloud-to-device message to the device's hub: 200 with the
+// delivery once a connected, subscribed device has it; 202 with its place in
+// the device's queue when it must wait (not connected, not subscribed, no
+// PUBACK yet); 403 when the queue already holds IoT Hub's maximum; 400 for a
+// message IoT Hub would refuse.
 func (e *Emulator) sendC2D(w http.ResponseWriter, r *http.Request) {
-	d, ok := e.device(w, r)
+	d, h, ok := e.deviceHub(w, r)
 	if !ok {
 		return
 	}
@@ -354,24 +358,53 @@ func (e *Emulator) sendC2D(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &m) {
 		return
 	}
-	h, ok := e.hubs[d.Hub]
-	if !ok {
-		writeError(w, http.StatusNotFound, "device %q is on no hub", d.DeviceID)
-		return
-	}
-	delivery, err := h.SendC2D(r.Context(), d.DeviceID, m)
+	outcome, err := h.SendC2D(r.Context(), d.DeviceID, m)
 	switch {
 	case errors.Is(err, ErrInvalidC2D):
 		writeError(w, http.StatusBadRequest, "%v", err)
-	case errors.Is(err, ErrDeviceNotConnected):
-		writeError(w, http.StatusNotFound, "device %q cannot take the message now: %v (the emulator does not queue cloud-to-device messages)", d.DeviceID, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, "%v", err)
+	case errors.Is(err, ErrC2DQueueFull):
+		writeError(w, http.StatusForbidden, "%v", err)
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, "%v", err)
+	case outcome.Delivered != nil:
+		writeJSON(w, http.StatusOK, outcome.Delivered)
 	default:
-		writeJSON(w, http.StatusOK, delivery)
+		writeJSON(w, http.StatusAccepted, outcome.Queued)
 	}
+}
+
+// listC2D shows the device's queue: the messages waiting for it and those
+// sent but not yet acknowledged, in delivery order.
+func (e *Emulator) listC2D(w http.ResponseWriter, r *http.Request) {
+	if d, h, ok := e.deviceHub(w, r); ok {
+		writeJSON(w, http.StatusOK, h.C2DQueue(d.DeviceID))
+	}
+}
+
+type c2dPurge struct {
+	DeviceID string `json:"device_id"`
+	Purged   int    `json:"purged"`
+}
+
+// purgeC2D empties the device's queue, as IoT Hub's purge queue API does.
+func (e *Emulator) purgeC2D(w http.ResponseWriter, r *http.Request) {
+	if d, h, ok := e.deviceHub(w, r); ok {
+		writeJSON(w, http.StatusOK, c2dPurge{DeviceID: d.DeviceID, Purged: h.PurgeC2D(d.DeviceID)})
+	}
+}
+
+// deviceHub finds the device {id} and the hub it is assigned to.
+func (e *Emulator) deviceHub(w http.ResponseWriter, r *http.Request) (Device, *hub, bool) {
+	d, ok := e.device(w, r)
+	if !ok {
+		return Device{}, nil, false
+	}
+	h, ok := e.hubs[d.Hub]
+	if !ok {
+		writeError(w, http.StatusNotFound, "device %q is on no hub", d.DeviceID)
+		return Device{}, nil, false
+	}
+	return d, h, true
 }
 
 func (e *Emulator) revokeDevice(w http.ResponseWriter, r *http.Request) {

@@ -203,16 +203,27 @@ func TestAdminRejectsOversizedBodies(t *testing.T) {
 	}
 }
 
-// Every operation and action an endpoint documents is accepted for it.
+// Every action an endpoint can carry out is accepted for any operation ("*")
+// and for each operation where it applies, and refused for the others.
 func TestFaultValidateAcceptsWhatEndpointsServe(t *testing.T) {
 	for endpoint, ops := range faultOperations {
 		for _, op := range append([]string{"*", ""}, ops...) {
 			for _, action := range faultEndpointActions[endpoint] {
 				f := Fault{Endpoint: endpoint, Operation: op, Action: action, Delay: Duration(time.Second)}
-				if err := f.Validate(); err != nil {
-					t.Errorf("%s/%s/%s: %v", endpoint, op, action, err)
+				err := f.Validate()
+				if applies := op == "*" || op == "" || FaultApplies(endpoint, op, action); applies != (err == nil) {
+					t.Errorf("%s/%s/%s: applies %t, Validate: %v", endpoint, op, action, applies, err)
 				}
 			}
+		}
+	}
+	for _, f := range []Fault{
+		{Endpoint: EndpointDPS, Operation: OpConnect, Action: ActionWrongKey},
+		{Endpoint: EndpointHub, Operation: OpConnect, Action: ActionHostile},
+		{Endpoint: EndpointHub, Operation: OpTelemetry, Action: ActionMalformedJSON},
+	} {
+		if err := f.Validate(); err == nil || !strings.Contains(err.Error(), "use one of drop, delay, throttle, error") {
+			t.Errorf("%s/%s/%s: %v, want it refused with the actions that apply", f.Endpoint, f.Operation, f.Action, err)
 		}
 	}
 	if len(faultOperations) != len(faultEndpoints) || len(faultEndpointActions) != len(faultEndpoints) {
@@ -284,6 +295,9 @@ func TestAdminJSONContract(t *testing.T) {
 	e.State().WithDevice("d-1", func(d *Device) {
 		d.Telemetry = append(d.Telemetry, TelemetryMessage{At: time.Now().UTC(), Body: "x", Properties: map[string]string{}})
 	})
+	if status, body := call(t, ep, "POST", "/api/devices/d-1/c2d", `{"body":"x"}`); status != 202 {
+		t.Fatalf("queue a C2D message: %d %s", status, body)
+	}
 	for _, tc := range []struct {
 		path string
 		keys []string
@@ -291,6 +305,7 @@ func TestAdminJSONContract(t *testing.T) {
 		{"/api/registrations", []string{"registration_id", "operation_id", "status", "at", "assigned_hub", "device_id", "issued_serial"}},
 		{"/api/devices", []string{"device_id", "hub", "connected", "auth", "connected_since", "certificate", "revoked"}},
 		{"/api/devices/d-1/telemetry", []string{"at", "body", "properties"}},
+		{"/api/devices/d-1/c2d", []string{"message_id", "status", "position", "deliveries", "enqueued_at", "expires_at", "topic", "body", "properties"}},
 	} {
 		status, body := call(t, ep, "GET", tc.path, "")
 		var list []map[string]any

@@ -1,26 +1,21 @@
 package emulator
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // Cloud-to-device messages (reference §2.2 "C2D"). The admin API hands the hub
-// a message for a device; the hub publishes it on
-// devices/{id}/messages/devicebound/{property bag} to the device's current
-// connection, if that connection subscribed to devices/{id}/messages/devicebound/#
-// (or to azure-sdk-for-c's devices/+/messages/devicebound/#), at the QoS the
-// subscription was granted.
-//
-// IoT Hub also queues messages for devices that are offline; the emulator does
-// not: a device that is not connected and subscribed is reported as such.
+// a message for a device; the hub keeps it in the device's queue
+// (c2d_queue.go) and publishes it on devices/{id}/messages/devicebound/{property
+// bag} to the device's current connection once that connection is subscribed
+// to devices/{id}/messages/devicebound/# (or to azure-sdk-for-c's
+// devices/+/messages/devicebound/#), at the QoS the subscription was granted.
+// This file holds the message itself: its rules, its expiry and its topic.
 
 // C2DMessage is a cloud-to-device message as POST /api/devices/{id}/c2d takes it.
 type C2DMessage struct {
@@ -32,18 +27,27 @@ type C2DMessage struct {
 	MessageID string `json:"message_id"`
 }
 
-// C2DDelivery says how a message reached the device.
-type C2DDelivery struct {
-	MessageID string `json:"message_id"`
-	Topic     string `json:"topic"`
-	QoS       byte   `json:"qos"`
-}
-
 // c2dMaxBody is IoT Hub's cloud-to-device message size limit ([DOC-HUB-LIMITS]).
 const c2dMaxBody = 64 << 10
 
-// c2dAckTimeout bounds the wait for the device's PUBACK.
-const c2dAckTimeout = 30 * time.Second
+// How long a message waits for its device. The C2D guide (c2d_queue.go lists
+// the sources), "Cloud-to-device configuration options": a message expires at
+// the ExpiryTimeUtc its sender set, else after the hub's defaultTtlAsIso8601,
+// which is one hour unless configured (one minute to two days); and
+// [DOC-HUB-LIMITS] caps a cloud-to-device message's TTL at two days. Azure
+// does not document what the service does with an ExpiryTimeUtc more than two
+// days ahead; the emulator refuses it, the way it refuses a message over the
+// size limit, rather than quietly keeping it shorter than its sender asked.
+const (
+	c2dDefaultTTL = time.Hour
+	c2dMaxTTL     = 48 * time.Hour
+)
+
+// c2dExpiryProperty is ExpiryTimeUtc as the MQTT property bag names it: the
+// device SDKs map "$.exp" to the message's expiry time (C#'s
+// IotHubWirePropertyNames.AbsoluteExpiryTime, Node's expiryTimeUtc, which it
+// writes with Date.toISOString), so a sender sets it as an RFC 3339 time.
+const c2dExpiryProperty = "$.exp"
 
 // c2dSettableSystemProperties are the system properties a sender may set;
 // $.mid comes from MessageID and $.to is the service's.
@@ -76,6 +80,30 @@ func (m *C2DMessage) Validate() error {
 	return nil
 }
 
+// c2dExpiry is when m leaves its queue undelivered: its $.exp, or the
+// default time to live from now. An $.exp that is not an RFC 3339 time, is
+// not in the future, or is more than the two days IoT Hub keeps a message
+// ahead is ErrInvalidC2D.
+func c2dExpiry(m C2DMessage, now time.Time) (time.Time, error) {
+	v, ok := m.Properties[c2dExpiryProperty]
+	if !ok {
+		return now.Add(c2dDefaultTTL).UTC(), nil
+	}
+	exp, err := time.Parse(time.RFC3339, v)
+	switch {
+	case err != nil:
+		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time such as %s", ErrInvalidC2D,
+			c2dExpiryProperty, v, now.Add(c2dDefaultTTL).UTC().Format(time.RFC3339))
+	case !exp.After(now):
+		return time.Time{}, fmt.Errorf("%w: %s %s has passed (it is %s now)", ErrInvalidC2D,
+			c2dExpiryProperty, v, now.UTC().Format(time.RFC3339))
+	case exp.Sub(now) > c2dMaxTTL:
+		return time.Time{}, fmt.Errorf("%w: %s %s is more than %s away: IoT Hub keeps a cloud-to-device message at most two days",
+			ErrInvalidC2D, c2dExpiryProperty, v, c2dMaxTTL)
+	}
+	return exp.UTC(), nil
+}
+
 func c2dPrintable(s string, spaces bool) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c > '~' || c < ' ' || (c == ' ' && !spaces) {
@@ -83,63 +111,6 @@ func c2dPrintable(s string, spaces bool) bool {
 		}
 	}
 	return true
-}
-
-// SendC2D publishes m to the device and waits until it is delivered: the
-// device's PUBACK at QoS 1, the write at QoS 0. A device that is not
-// connected, not subscribed, or gone before acknowledging gives
-// ErrDeviceNotConnected.
-func (h *hub) SendC2D(ctx context.Context, deviceID string, m C2DMessage) (C2DDelivery, error) {
-	if err := m.Validate(); err != nil {
-		return C2DDelivery{}, err
-	}
-	s := h.session(deviceID)
-	if s == nil {
-		return C2DDelivery{}, fmt.Errorf("send to %s: %w", deviceID, ErrDeviceNotConnected)
-	}
-	qos, ok := s.c2dQoS()
-	if !ok {
-		return C2DDelivery{}, fmt.Errorf("send to %s: %w: not subscribed to devices/%s/messages/devicebound/#",
-			deviceID, ErrDeviceNotConnected, deviceID)
-	}
-	if m.MessageID == "" {
-		m.MessageID = hubGUID()
-	}
-	out := C2DDelivery{MessageID: m.MessageID, Topic: c2dTopic(s.deviceID, m), QoS: qos}
-	d, err := s.conn.Publish(out.Topic, []byte(m.Body), qos)
-	if err != nil {
-		return C2DDelivery{}, fmt.Errorf("send to %s: %w: %w", deviceID, ErrDeviceNotConnected, err)
-	}
-	t := time.NewTimer(c2dAckTimeout)
-	defer t.Stop()
-	select {
-	case <-d.Done():
-		if err := d.Err(); err != nil {
-			return C2DDelivery{}, fmt.Errorf("send to %s: %w: disconnected before acknowledging: %w", deviceID, ErrDeviceNotConnected, err)
-		}
-	case <-t.C:
-		return C2DDelivery{}, fmt.Errorf("send to %s: no PUBACK within %s: %w", deviceID, c2dAckTimeout, context.DeadlineExceeded)
-	case <-ctx.Done():
-		return C2DDelivery{}, fmt.Errorf("send to %s: %w", deviceID, ctx.Err())
-	case <-h.ctx.Done():
-		return C2DDelivery{}, fmt.Errorf("send to %s: %w: the emulator is closing", deviceID, ErrDeviceNotConnected)
-	}
-	s.log.Info("cloud-to-device message delivered", zap.String("message_id", out.MessageID), zap.Uint8("qos", qos),
-		zap.Int("bytes", len(m.Body)), zap.Int("properties", len(m.Properties)))
-	return out, nil
-}
-
-// c2dQoS is the QoS the device's C2D subscription was granted, the higher
-// of its two forms; ok is false when it has neither.
-func (s *hubSession) c2dQoS() (qos byte, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, f := range []string{"devices/" + s.deviceID + "/messages/devicebound/#", hubFilterC2DAnyDevice} {
-		if q, have := s.subs[f]; have {
-			qos, ok = max(qos, q), true
-		}
-	}
-	return qos, ok
 }
 
 // c2dTopic is devices/{id}/messages/devicebound/ and the property bag: $.mid

@@ -12,7 +12,8 @@ import (
 // A cloud-to-device message posted to the admin API reaches the device on
 // devices/{id}/messages/devicebound/{bag}, with the system properties encoded
 // as IoT Hub sends them, at the QoS the device subscribed with; the admin API
-// answers once the device has it.
+// answers 200 once the device has it, and 202 with the message's place in the
+// queue while the device cannot take it.
 func TestC2D(t *testing.T) {
 	env := newHubEnv(t, nil)
 	key := env.addSASDevice(t, "c2d-dev", "hub1")
@@ -21,16 +22,26 @@ func TestC2D(t *testing.T) {
 		t.Helper()
 		return call(t, env.ep, "POST", path, body)
 	}
-
-	if status, body := post(`{"body":"hello"}`); status != 404 || !strings.Contains(body, "does not queue") {
-		t.Errorf("to a device that is not connected: %d %s, want 404 saying nothing is queued", status, body)
+	queued := func(body, reason string, position int) {
+		t.Helper()
+		status, answer := post(body)
+		var q C2DQueued
+		if err := json.Unmarshal([]byte(answer), &q); status != 202 || err != nil || q.Status != C2DStatusQueued ||
+			q.Position != position || !strings.Contains(q.Reason, reason) {
+			t.Errorf("POST %s: %d %s, want 202 queued at %d because %q", body, status, answer, position, reason)
+		}
 	}
+
+	queued(`{"body":"early","message_id":"early-1"}`, "not connected", 1)
 	c := env.connectSAS(t, "c2d-dev", key, hubAPIGA)
 	c.mustSubscribe(t, hubFilterTwinResponses)
-	if status, body := post(`{"body":"hello"}`); status != 404 || !strings.Contains(body, "not subscribed") {
-		t.Errorf("to a device not subscribed to C2D: %d %s, want 404", status, body)
-	}
+	queued(`{"body":"still early","message_id":"early-2"}`, "not subscribed", 2)
 	c.mustSubscribe(t, "devices/c2d-dev/messages/devicebound/#")
+	for _, id := range []string{"early-1", "early-2"} {
+		if m := c.next(t); !strings.Contains(m.Topic(), "%24.mid="+id+"&") {
+			t.Errorf("after subscribing, received %s; want the queued %s first", m.Topic(), id)
+		}
+	}
 
 	status, body := post(`{"body":"{\"cmd\":\"reboot\"}","message_id":"m-1",` +
 		`"properties":{"$.ct":"application/json","$.ce":"utf-8","reason":"a b&c=d+e/f%"}}`)
@@ -40,6 +51,9 @@ func TestC2D(t *testing.T) {
 	var got C2DDelivery
 	if err := json.Unmarshal([]byte(body), &got); err != nil {
 		t.Fatal(err)
+	}
+	if got.Status != C2DStatusDelivered {
+		t.Errorf("delivery status %q, want %q", got.Status, C2DStatusDelivered)
 	}
 	wantTopic := "devices/c2d-dev/messages/devicebound/%24.mid=m-1&%24.to=%2Fdevices%2Fc2d-dev%2Fmessages%2FdeviceBound" +
 		"&%24.ce=utf-8&%24.ct=application%2Fjson&reason=a%20b%26c%3Dd%2Be%2Ff%25"
@@ -76,6 +90,7 @@ func TestC2D(t *testing.T) {
 		{`{"body":"x","message_id":"has space"}`, "message_id"},
 		{`{"body":"` + strings.Repeat("A", c2dMaxBody+1) + `"}`, "at most 65536"},
 		{`{"body":"x","ttl":60}`, `unknown field \"ttl\"`},
+		{`{"body":"x","properties":{"$.exp":"tomorrow"}}`, "RFC 3339"},
 	} {
 		if status, body := post(bad.body); status != 400 || !strings.Contains(body, bad.want) {
 			t.Errorf("POST %.80s: %d %s, want 400 mentioning %q", bad.body, status, body, bad.want)
@@ -86,9 +101,7 @@ func TestC2D(t *testing.T) {
 	}
 
 	c.Unsubscribe("devices/c2d-dev/messages/devicebound/#").Wait()
-	if status, body := post(`{"body":"late"}`); status != 404 {
-		t.Errorf("after unsubscribing: %d %s, want 404", status, body)
-	}
+	queued(`{"body":"late"}`, "not subscribed", 1)
 }
 
 // azure-sdk-for-c subscribes to devices/+/messages/devicebound/#; a QoS 0

@@ -3,8 +3,6 @@ package emulator
 import (
 	"bytes"
 	"context"
-	"slices"
-	"strings"
 
 	"go.uber.org/zap"
 
@@ -34,33 +32,10 @@ func dpsIssueFault(action string) bool {
 	return false
 }
 
-// matchFault is Faults.Match restricted to faults whose action applies.
-// It works on the Faults internals because Match would consume a fault it
-// cannot apply; Faults would be the better home for it (see report).
+// matchFault is Faults.MatchActions for DPS: a fault is consumed only by a
+// request whose stage (applies) can carry out its action.
 func (d *dps) matchFault(device, operation string, applies func(action string) bool) (Fault, bool) {
-	fs := d.e.faults
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	for i, f := range fs.faults {
-		if f.Endpoint != EndpointDPS || !applies(f.Action) ||
-			(f.Device != "*" && !strings.EqualFold(f.Device, device)) ||
-			(f.Operation != "*" && f.Operation != operation) {
-			continue
-		}
-		if f.Probability != nil && fs.rand.Float64() >= *f.Probability {
-			continue
-		}
-		f.Hits++
-		hit := *f
-		if f.Count != nil {
-			*f.Count--
-			if *f.Count == 0 {
-				fs.faults = slices.Delete(fs.faults, i, i+1)
-			}
-		}
-		return hit, true
-	}
-	return Fault{}, false
+	return d.e.faults.MatchActions(EndpointDPS, device, operation, applies)
 }
 
 // connectFault applies a fault to a CONNECT. Drop, throttle and error all

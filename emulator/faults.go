@@ -99,6 +99,16 @@ func (f *Fault) Validate() error {
 	if ops := faultOperations[f.Endpoint]; f.Operation != "*" && !slices.Contains(ops, f.Operation) {
 		return fmt.Errorf("operation %q: endpoint %s has %s, or \"*\" for any", f.Operation, f.Endpoint, strings.Join(ops, ", "))
 	}
+	if f.Operation != "*" && !FaultApplies(f.Endpoint, f.Operation, f.Action) {
+		var fits []string
+		for _, a := range faultEndpointActions[f.Endpoint] {
+			if FaultApplies(f.Endpoint, f.Operation, a) {
+				fits = append(fits, a)
+			}
+		}
+		return fmt.Errorf("action %q cannot be carried out at %s %s: use one of %s, or operation \"*\"",
+			f.Action, f.Endpoint, f.Operation, strings.Join(fits, ", "))
+	}
 	switch {
 	case f.Count == nil && f.Probability == nil:
 		f.Count = ptr(1)
@@ -123,6 +133,27 @@ func (f *Fault) Validate() error {
 		return fmt.Errorf("status %d: use an HTTP error status from 400 to 599", f.Status)
 	}
 	return nil
+}
+
+// FaultApplies reports whether action can be carried out at operation of
+// endpoint. A CONNECT has only its CONNACK (or silence) to spoil and hub
+// telemetry only its PUBACK, so there a fault can drop, delay, throttle or
+// fail; answers with a body can also be malformed or hostile, and those that
+// carry a certificate can spoil it. Matching uses it so that a fault for
+// operation "*" waits for a request it applies to instead of being used up by
+// the CONNECT before it.
+func FaultApplies(endpoint, operation, action string) bool {
+	if !slices.Contains(faultEndpointActions[endpoint], action) {
+		return false
+	}
+	if operation == OpConnect || (endpoint == EndpointHub && operation == OpTelemetry) {
+		switch action {
+		case ActionDrop, ActionDelay, ActionThrottle, ActionError:
+			return true
+		}
+		return false
+	}
+	return true
 }
 
 // Faults holds the injected faults.
@@ -173,13 +204,19 @@ func (fs *Faults) Clear() {
 }
 
 // Match returns the first fault that applies to this request, consuming one of
-// its count; ok is false when the request should be served normally.
+// its count; ok is false when the request should be served normally. Faults
+// whose action cannot be carried out at this operation (FaultApplies) are
+// skipped and left for a later request.
 func (fs *Faults) Match(endpoint, device, operation string) (Fault, bool) {
-	return fs.MatchActions(endpoint, device, operation, nil)
+	return fs.MatchActions(endpoint, device, operation, func(action string) bool {
+		return FaultApplies(endpoint, operation, action)
+	})
 }
 
-// MatchActions is Match restricted to faults whose action the caller can
-// carry out here (applies nil: any). A fault is consumed only where it
+// MatchActions is Match with the caller's own test of which actions it can
+// carry out at this stage (applies nil: any), for an operation served in
+// stages (DPS checks answer faults and certificate faults at different
+// points of a register request). A fault is consumed only where it
 // applies, so a "wrong_key" fault for operation "*" waits for the request
 // that issues a certificate instead of being used up by the CONNECT before it.
 func (fs *Faults) MatchActions(endpoint, device, operation string, applies func(action string) bool) (Fault, bool) {

@@ -22,7 +22,8 @@ import (
 //
 // Files: hub_connect.go authenticates a CONNECT, hub_session.go runs an
 // accepted connection, hub_twin.go and hub_methods.go serve the twin and
-// direct methods, hub_credentials.go the credential API, hub_topics.go parses
+// direct methods, c2d.go and c2d_queue.go cloud-to-device messages,
+// hub_credentials.go the credential API, hub_topics.go parses
 // topics and user names, hub_replies.go shapes error answers.
 type hub struct {
 	e   *Emulator
@@ -52,6 +53,9 @@ type hub struct {
 	// persisted holds the subscriptions of devices that connected with
 	// CleanSession 0, across their connections.
 	persisted map[string]map[string]byte
+	// c2d is each device's cloud-to-device queue (c2d_queue.go), by key; a
+	// queue outlives the device's connections.
+	c2d map[string]*c2dQueue
 	// credentialOps is the active issueCertificate operation of each device.
 	credentialOps map[string]*hubCredentialOp
 	// methods are the direct method calls waiting for the device's answer,
@@ -69,6 +73,7 @@ func newHub(e *Emulator, cfg HubConfig) *hub {
 		ctx:          ctx, cancel: cancel,
 		sessions:      map[string]*hubSession{},
 		persisted:     map[string]map[string]byte{},
+		c2d:           map[string]*c2dQueue{},
 		credentialOps: map[string]*hubCredentialOp{},
 		methods:       map[string]*hubPendingMethod{},
 	}

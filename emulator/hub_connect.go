@@ -101,7 +101,8 @@ func (z hubZapCertificate) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 // connectFault applies an injected fault for OpConnect. A drop closes the
 // connection without CONNACK; throttling and server errors are CONNACK 3,
 // the only way MQTT 3.1.1 can say "try later"; an injected 401/403/404 is 5
-// and a 400 is 4. Other actions do not apply to a CONNECT.
+// and a 400 is 4. Match passes over faults whose action a CONNECT cannot
+// carry out (FaultApplies), leaving them to the request they were meant for.
 func (h *hub) connectFault(ctx context.Context, req *mqttsrv.ConnectRequest) *hubRefusal {
 	f, ok := h.e.faults.Match(EndpointHub, req.ClientID, OpConnect)
 	if !ok {
@@ -128,7 +129,6 @@ func (h *hub) connectFault(ctx context.Context, req *mqttsrv.ConnectRequest) *hu
 		}
 		return hubRefuse(mqttsrv.RefusedServerUnavailable, "injected fault %d: error %d", f.ID, f.Status)
 	}
-	h.log.Info("injected fault does not apply to CONNECT; connecting normally", zap.Int("fault", f.ID), zap.String("action", f.Action))
 	return nil
 }
 

@@ -27,7 +27,6 @@ func TestHubConnectFaults(t *testing.T) {
 		{Fault{Action: ActionError, Status: 401}, 5},
 		{Fault{Action: ActionError, Status: 400}, 4},
 		{Fault{Action: ActionDelay, Delay: Duration(200 * time.Millisecond)}, 0},
-		{Fault{Action: ActionHostile}, 0}, // nothing hostile to say in a CONNACK
 	} {
 		t.Run(tt.fault.Action, func(t *testing.T) {
 			f := tt.fault
@@ -57,6 +56,37 @@ func TestHubConnectFaults(t *testing.T) {
 		d.password = hubSASToken(hub1Host, "flaky", key, time.Now().Add(time.Hour))
 		env.mustConnect(t, d)
 	})
+}
+
+// A fault for any operation waits for a request it can spoil: the CONNECT and
+// the telemetry before the twin request have no body to make malformed, so
+// they neither carry it out nor use it up.
+func TestHubFaultWaitsForARequestItAppliesTo(t *testing.T) {
+	env := newHubEnv(t, nil)
+	key := env.addSASDevice(t, "patient", "hub1")
+	for _, action := range []string{ActionMalformedJSON, ActionHostile} {
+		t.Run(action, func(t *testing.T) {
+			env.addFault(t, Fault{Endpoint: EndpointHub, Device: "patient", Operation: "*", Action: action})
+			c := env.connectSAS(t, "patient", key, hubAPIGA)
+			c.mustSubscribe(t, hubFilterTwinResponses)
+			c.publish(t, "devices/patient/messages/events/", 1, []byte("before the twin"))
+			c.publish(t, "$iothub/twin/GET/?$rid=spoilt", 0, nil)
+			if m := c.expect(t, "$iothub/twin/res/200/?$rid=spoilt"); json.Valid(m.Payload()) && len(m.Payload()) < hubHostilePadding {
+				t.Errorf("the twin answer is ordinary (%d bytes): the %s fault was used up before it", len(m.Payload()), action)
+			}
+			if n := len(env.e.Faults().List()); n != 0 {
+				t.Errorf("%d faults left after the twin request", n)
+			}
+			c.Disconnect(250)
+		})
+	}
+	// A fault named for an operation where its action cannot be carried out
+	// would never fire, so it is refused.
+	for _, op := range []string{OpConnect, OpTelemetry} {
+		if _, err := env.e.Faults().Add(Fault{Endpoint: EndpointHub, Operation: op, Action: ActionMalformedJSON}); err == nil {
+			t.Errorf("a malformed_json fault for hub %s was accepted", op)
+		}
+	}
 }
 
 func TestHubTwinFaults(t *testing.T) {

@@ -194,7 +194,9 @@ func (s *hubSession) Publish(ctx context.Context, m *mqttsrv.Message) error {
 
 // telemetry stores a device-to-cloud message. MQTT 3.1.1 has no negative
 // acknowledgement, so an injected throttle or error closes the connection,
-// as IoT Hub does with a device it cannot serve.
+// as IoT Hub does with a device it cannot serve. Match passes over faults
+// with nothing to spoil here (malformed_json, hostile), leaving them for a
+// twin request.
 func (s *hubSession) telemetry(ctx context.Context, req hubRequest, m *mqttsrv.Message) error {
 	if req.deviceID != s.deviceID {
 		s.log.Info("closing the connection: telemetry for another device", zap.String("topic_device_id", req.deviceID))
@@ -210,8 +212,6 @@ func (s *hubSession) telemetry(ctx context.Context, req hubRequest, m *mqttsrv.M
 			if !s.h.sleep(ctx, f.DelayDuration()) {
 				return fmt.Errorf("telemetry delayed by injected fault %d: %w", f.ID, context.Cause(ctx))
 			}
-		default:
-			s.log.Debug("injected fault does not apply to telemetry", zap.Int("fault", f.ID), zap.String("action", f.Action))
 		}
 	}
 	props := req.properties

@@ -60,6 +60,12 @@ func (env *hubEnv) close() { env.closeOnce.Do(func() { _ = env.e.Close() }) }
 // answers after 100 ms unless mutate says otherwise.
 func newHubEnv(t *testing.T, mutate func(*Config)) *hubEnv {
 	t.Helper()
+	return newHubEnvClock(t, mutate, nil)
+}
+
+// newHubEnvClock is newHubEnv with the emulator's clock; nil is time.Now.
+func newHubEnvClock(t *testing.T, mutate func(*Config), now func() time.Time) *hubEnv {
+	t.Helper()
 	cfg := Config{
 		DPS: ListenerConfig{Listen: "127.0.0.1:0"},
 		Hubs: []HubConfig{
@@ -74,7 +80,7 @@ func newHubEnv(t *testing.T, mutate func(*Config)) *hubEnv {
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
-	e, err := New(cfg, t.TempDir(), Options{Logger: log})
+	e, err := New(cfg, t.TempDir(), Options{Logger: log, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +155,7 @@ type hubDial struct {
 	clean    bool
 	hub      string // "hub1" unless set
 	will     *mqttsrv.Message
+	noAck    bool // receive QoS 1 messages without sending their PUBACK
 }
 
 // hubClient is a paho client whose received messages, whatever the topic, go
@@ -184,6 +191,7 @@ func (env *hubEnv) connect(t *testing.T, d hubDial) (*hubClient, byte) {
 		SetConnectRetry(false).
 		SetKeepAlive(30 * time.Second).
 		SetConnectTimeout(hubWait).
+		SetAutoAckDisabled(d.noAck).
 		SetWriteTimeout(hubWait).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.msgs <- m }).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { c.lost <- err })

@@ -106,6 +106,9 @@ func (c *Conn) ending(reason error) error {
 func (c *Conn) serve() {
 	session, keepAlive, err := c.open()
 	if err == nil {
+		if st, ok := session.(Starter); ok {
+			st.Started()
+		}
 		err = c.readLoop(session, keepAlive)
 	}
 	c.finish(session, err)

@@ -327,3 +327,45 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	srv.Close()
 }
+
+// hookSession publishes from the Started and Subscribed hooks, as the IoT Hub front-end does with queued
+// cloud-to-device messages.
+type hookSession struct{ *testSession }
+
+func (s hookSession) Started() {
+	if _, err := s.req.Conn.Publish("started", nil, 0); err != nil {
+		panic(err)
+	}
+}
+
+func (s hookSession) Subscribed(granted []Subscription) {
+	for _, g := range granted {
+		if _, err := s.req.Conn.Publish("granted/"+g.Filter, []byte{g.QoS}, 0); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// Started runs once the CONNACK is on the wire and Subscribed once the SUBACK is, each told only what was
+// granted: what they publish follows the acknowledgement, never precedes it.
+func TestStartedAndSubscribedFollowTheirAcknowledgements(t *testing.T) {
+	h := newTestHandler()
+	h.grant = func(s Subscription) byte {
+		if s.Filter == "refused" {
+			return 0x80
+		}
+		return min(s.QoS, 1)
+	}
+	handler := handlerFunc(func(ctx context.Context, r *ConnectRequest) (Session, ConnackCode) {
+		s, code := h.Connect(ctx, r)
+		return hookSession{s.(*testSession)}, code
+	})
+	env := startServer(t, nil, Options{Handler: handler})
+	c := dialRaw(t, env)
+	c.send(connectPkt(0x02, 0, "hooked"))
+	c.expect(connackAccepted)
+	c.expect(pkt(0x30, str("started")))
+	c.send(pkt(0x82, u16(7), str("a"), raw(2), str("refused"), raw(1)))
+	c.expect(raw(0x90, 4, 0, 7, 1, 0x80))
+	c.expect(pkt(0x30, str("granted/a"), raw(1)))
+}

@@ -41,6 +41,22 @@ type Unsubscriber interface {
 	Unsubscribe(filters []string)
 }
 
+// Starter is implemented by sessions that act as soon as the client has its CONNACK: IoT Hub delivers the
+// cloud-to-device messages queued for a device whose kept session (CleanSession 0) still holds its
+// subscription. Started runs once, on the connection's goroutine, after the accepted CONNACK is written and
+// before any packet is read; it must not block (a Conn.Publish is fine, longer work belongs in a goroutine).
+type Starter interface {
+	Started()
+}
+
+// SubscribeObserver is implemented by sessions that act once a subscription is confirmed: the IoT Hub
+// front-end delivers queued cloud-to-device messages after the SUBACK, so that no client sees a message for a
+// filter it has not yet been granted. Subscribed runs on the connection's goroutine right after the SUBACK is
+// written, with the filters that SUBACK granted and their granted QoS; it must not block.
+type SubscribeObserver interface {
+	Subscribed(granted []Subscription)
+}
+
 // SessionPresenter is implemented by sessions that model persistent state (IoT Hub with CleanSession 0).
 // Its answer is the CONNACK's session-present flag, which is always 0 when the client asked for a clean
 // session (MQTT 3.1.1 §3.2.2.2).

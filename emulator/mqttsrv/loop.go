@@ -117,11 +117,25 @@ func (c *Conn) receiveSubscribe(s Session, p *packets.SubscribePacket) error {
 		c.log.Error("session answered SUBSCRIBE wrongly; closing the connection", zap.Error(err))
 		return err
 	}
-	return c.write(&packets.SubackPacket{
+	if err := c.write(&packets.SubackPacket{
 		FixedHeader: packets.FixedHeader{MessageType: packets.Suback},
 		MessageID:   p.MessageID,
 		ReturnCodes: granted,
-	})
+	}); err != nil {
+		return err
+	}
+	if o, ok := s.(SubscribeObserver); ok {
+		var confirmed []Subscription
+		for i, g := range granted {
+			if g != 0x80 {
+				confirmed = append(confirmed, Subscription{Filter: subs[i].Filter, QoS: g})
+			}
+		}
+		if len(confirmed) > 0 {
+			o.Subscribed(confirmed)
+		}
+	}
+	return nil
 }
 
 // checkGranted catches a session bug before it reaches the wire as a SUBACK the client cannot parse.
