@@ -9,7 +9,7 @@ import (
 )
 
 // configDir writes a config and a 0600 onboarding key; it returns the config path.
-func configDir(t *testing.T, yaml string) string {
+func configDir(t testing.TB, yaml string) string {
 	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "onboarding.key")
@@ -69,6 +69,12 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 		{strings.Replace(minimalConfig, "KEYFILE", "/nonexistent.key", 1), nil, "onboarding.symmetric_key_file"},
 		{"id_scope: 0ne00000001\nregistration_id: gw\nidentity: sas\nonboarding:\n  method: x509\n  x509: {certificate_file: c.pem, key: 'file:k.pem'}\n", nil, "identity sas needs"},
 		{"id_scope: [unclosed", nil, "not valid YAML"},
+		{"id_scope: 0ne00000001\n\tregistration_id: gw\n", nil, "not valid YAML: yaml: line 2"},
+		{minimalConfig + "id_scope: 0ne00000002\n", nil, `mapping key "id_scope" already defined`},
+		{"- id_scope: 0ne00000001\n", nil, "line 1: the file must be a mapping of keys (such as id_scope: 0ne00000001), not a list"},
+		{"0ne00000001\n", nil, "not a single value"},
+		{"", nil, `id_scope ""`}, // an empty file is every key at its default
+		{minimalConfig + "advanced:\n", nil, `unknown key "advanced"`},
 	} {
 		_, err := loadConfig(configDir(t, tc.yaml), tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -102,4 +108,26 @@ func TestRenewalHookMustBeAnAbsoluteExecutable(t *testing.T) {
 			t.Errorf("hook %q: err = %v", hook, err)
 		}
 	}
+}
+
+// FuzzLoadConfig: whatever the file holds, loading it gives a configuration
+// or an error naming the file, never a panic.
+func FuzzLoadConfig(f *testing.F) {
+	for _, seed := range []string{minimalConfig, minimalConfig + "advanced:\n  hub_port: 8884\n  renewal: {threshold: 7d}\n",
+		"- a\n", "a: &x [*x]\n", "id_scope: !!binary aGVsbG8=\n", "? [a]\n: b\n", "advanced: {tpm: {x: 1}}\n"} {
+		f.Add([]byte(seed))
+	}
+	p := configDir(f, "")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadConfig(p, nil)
+		if (cfg == nil) == (err == nil) {
+			t.Fatalf("loadConfig = %v, %v: want exactly one", cfg, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), p) {
+			t.Fatalf("the error does not name the file: %v", err)
+		}
+	})
 }
