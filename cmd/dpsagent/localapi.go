@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dpsagent/dpsagent/agent/store"
+	"github.com/dpsagent/dpsagent/cmd/dpsagent/internal/localhttp"
 )
 
 // The local API: JSON over HTTP on a unix socket in the runtime directory, for
@@ -39,8 +40,8 @@ func serveLocalAPI(ctx context.Context, cfg *Config, d *daemon, log *zap.Logger)
 		l.Close()
 		return nil, fmt.Errorf("local API: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+	srv := localhttp.New(warnf(log))
+	srv.Handle("GET", "/v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		m, err := d.store.Load()
 		if err != nil && m == nil {
 			m = &store.Manifest{}
@@ -49,61 +50,66 @@ func serveLocalAPI(ctx context.Context, cfg *Config, d *daemon, log *zap.Logger)
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(view)
 	})
-	mux.HandleFunc("POST /v1/renew", func(w http.ResponseWriter, _ *http.Request) {
+	srv.Handle("POST", "/v1/renew", func(w http.ResponseWriter, _ *http.Request) {
 		d.agent.Renew()
 		w.WriteHeader(http.StatusAccepted)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(l); err != nil {
 			log.Warn("local API stopped", zap.Error(err))
 		}
 	}()
 	return func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
+		_ = srv.Close()
 		<-done
 		_ = os.Remove(path)
 	}, nil
+}
+
+// warnf logs a local HTTP server's complaints as warnings.
+func warnf(log *zap.Logger) func(format string, args ...any) {
+	return func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) }
 }
 
 // errNoDaemon says the local API did not answer: the daemon is not running
 // (or runs with another runtime directory).
 var errNoDaemon = errors.New("the dpsagent daemon is not running")
 
-func localClient(path string) *http.Client {
-	return &http.Client{
-		Timeout: 3 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}},
+// askDaemon sends one request to the daemon's local API.
+func askDaemon(cfg *Config, method, path string) (*localhttp.Response, error) {
+	socket := socketPath(cfg)
+	resp, err := localhttp.Do(context.Background(), func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}, method, path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", errNoDaemon, err)
 	}
+	return resp, nil
 }
 
 func daemonStatus(cfg *Config) (statusView, error) {
 	var v statusView
-	resp, err := localClient(socketPath(cfg)).Get("http://dpsagent/v1/status")
+	resp, err := askDaemon(cfg, "GET", "/v1/status")
 	if err != nil {
-		return v, fmt.Errorf("%w (%v)", errNoDaemon, err)
+		return v, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return v, fmt.Errorf("local API: %s", resp.Status)
 	}
-	err = json.NewDecoder(resp.Body).Decode(&v)
-	return v, err
+	if err := json.Unmarshal(resp.Body, &v); err != nil {
+		return v, fmt.Errorf("local API: the status is not the JSON expected: %w", err)
+	}
+	return v, nil
 }
 
 func daemonRenew(cfg *Config) error {
-	resp, err := localClient(socketPath(cfg)).Post("http://dpsagent/v1/renew", "application/json", nil)
+	resp, err := askDaemon(cfg, "POST", "/v1/renew")
 	if err != nil {
-		return fmt.Errorf("%w (%v)", errNoDaemon, err)
+		return err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
 		return fmt.Errorf("local API: %s", resp.Status)
 	}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dpsagent/dpsagent/agent"
+	"github.com/dpsagent/dpsagent/cmd/dpsagent/internal/localhttp"
 )
 
 // metrics keeps the few figures fleet monitoring needs and writes them in
@@ -133,24 +132,21 @@ func serveMetrics(listen string, m *metrics, log *zap.Logger) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen on %s: %w", listen, err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+	srv := localhttp.New(warnf(log))
+	srv.Handle("GET", "/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		m.write(w)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(l); err != nil {
 			log.Warn("metrics endpoint stopped", zap.Error(err))
 		}
 	}()
 	log.Info("serving metrics", zap.String("address", "http://"+l.Addr().String()+"/metrics"))
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
+		_ = srv.Close()
 		<-done
 	}, nil
 }
