@@ -78,9 +78,8 @@ type Agent struct {
 	status Status
 
 	renewNow chan struct{}
-	// The last dpsAgent.renewRequestId seen in the twin (under mu).
-	renewRequestID   string
-	renewRequestSeen bool
+	// Renewal requests through the device twin (under mu).
+	renewRequest renewRequest
 }
 
 // New checks the options and prepares an agent.

@@ -96,10 +96,16 @@ type fakeHub struct {
 	reported     []map[string]any
 	refuse       map[string]bool // by certificate serial
 	connected    chan HubTarget
+	// The device twin: desired is the solution's, twin the reported
+	// section the agent's patches build up; twinErr fails GetTwin.
+	desired map[string]any
+	twin    map[string]any
+	twinErr error
 }
 
 func newFakeHub(t *testing.T, root *testCA, clock *fakeClock) *fakeHub {
-	return &fakeHub{t: t, root: root, clock: clock, refuse: map[string]bool{}, connected: make(chan HubTarget, 64)}
+	return &fakeHub{t: t, root: root, clock: clock, refuse: map[string]bool{}, connected: make(chan HubTarget, 64),
+		desired: map[string]any{}, twin: map[string]any{}}
 }
 
 func (h *fakeHub) Connect(_ context.Context, target HubTarget) (HubSession, error) {
@@ -134,7 +140,39 @@ func (s *fakeSession) UpdateReported(_ context.Context, patch map[string]any) (i
 	s.h.mu.Lock()
 	defer s.h.mu.Unlock()
 	s.h.reported = append(s.h.reported, patch)
+	mergePatch(s.h.twin, patch)
 	return len(s.h.reported) + 1, nil
+}
+
+// mergePatch applies a twin patch as IoT Hub does: maps merge, null deletes.
+func mergePatch(dst, patch map[string]any) {
+	for k, v := range patch {
+		switch v := v.(type) {
+		case nil:
+			delete(dst, k)
+		case map[string]any:
+			sub, ok := dst[k].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				dst[k] = sub
+			}
+			mergePatch(sub, v)
+		default:
+			dst[k] = v
+		}
+	}
+}
+
+func (s *fakeSession) GetTwin(context.Context) (desired, reported map[string]any, dv, rv int, err error) {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	if s.h.twinErr != nil {
+		return nil, nil, 0, 0, s.h.twinErr
+	}
+	desired, reported = map[string]any{}, map[string]any{}
+	mergePatch(desired, s.h.desired)
+	mergePatch(reported, s.h.twin)
+	return desired, reported, 1, len(s.h.reported) + 1, nil
 }
 func (s *fakeSession) IssueCertificate(_ context.Context, der []byte) ([][]byte, error) {
 	s.h.mu.Lock()

@@ -39,6 +39,7 @@ func (a *Agent) hold(ctx context.Context, id *identity) (connected bool, err err
 		return false, err
 	}
 	defer func() { s.Close() }()
+	a.syncRenewRequest(ctx, s, id)
 	a.report(ctx, s, id)
 
 	attempt := 0
@@ -55,6 +56,10 @@ func (a *Agent) hold(ctx context.Context, id *identity) (connected bool, err err
 		if id.leaf != nil {
 			d = a.decide(id)
 			due = d.Action == renewal.Renew || d.Action == renewal.RenewViaDPS
+			// A twin request whose renewal failed is tried again on the
+			// renewal backoff, like a due renewal (the first try came through
+			// renewNow).
+			due = due || (!retryAt.IsZero() && a.renewRequestPending())
 			wait := d.RecheckIn
 			if due {
 				wait = max(0, retryAt.Sub(a.clock.Now()))
@@ -99,6 +104,7 @@ func (a *Agent) hold(ctx context.Context, id *identity) (connected bool, err err
 			if next != nil {
 				s, id, attempt, retryAt = next, r.id, 0, time.Time{}
 				a.noteRenewal("success", r.path)
+				a.renewedForRequest()
 				a.showIdentity(id)
 				a.setState(StateConnected)
 				a.report(ctx, s, id)
@@ -275,7 +281,11 @@ func (a *Agent) onConnection(up bool, err error) {
 func (a *Agent) report(ctx context.Context, s *session, id *identity) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := s.UpdateReported(ctx, reportedProperties(id, a.opts.Version, a.Status().LastRenewal)); err != nil {
+	props := reportedProperties(id, a.opts.Version, a.Status().LastRenewal)
+	if handled, ok := a.handledRenewRequest(); ok && id.leaf != nil {
+		props["dpsAgent"].(map[string]any)["renewRequestId"] = handled
+	}
+	if _, err := s.UpdateReported(ctx, props); err != nil {
 		a.log.Warn("could not update reported properties", zap.Error(err))
 	}
 }
@@ -330,24 +340,4 @@ func (a *Agent) onMethod(_ context.Context, name string, _ []byte) (int, []byte)
 	}
 	body, _ := json.Marshal(resp)
 	return 202, body
-}
-
-// onDesired watches dpsAgent.renewRequestId: a value it has not seen asks for
-// one renewal. The first value seen after start is remembered, not acted on,
-// so a restart does not renew again for an old request.
-func (a *Agent) onDesired(patch map[string]any, version int) {
-	agentProps, _ := patch["dpsAgent"].(map[string]any)
-	id, ok := agentProps["renewRequestId"].(string)
-	if !ok {
-		return
-	}
-	a.mu.Lock()
-	seen, first := a.renewRequestID, !a.renewRequestSeen
-	a.renewRequestID, a.renewRequestSeen = id, true
-	a.mu.Unlock()
-	if first || id == seen {
-		return
-	}
-	a.log.Info("renewal requested through the device twin", zap.String("renew_request_id", id), zap.Int("desired_version", version))
-	a.Renew()
 }

@@ -22,6 +22,9 @@ type identity struct {
 	chain [][]byte // DER, leaf first
 	leaf  *x509.Certificate
 	tls   tls.Certificate
+	// fresh: issued by DPS in this run, so newer than any renewal request
+	// in the twin.
+	fresh bool
 }
 
 // Provisioning backoff: a retryable failure (network, throttling, 5xx) is
@@ -70,6 +73,7 @@ func (a *Agent) identity(ctx context.Context, force bool) (*identity, error) {
 	for attempt := 1; ; attempt++ {
 		id, err := a.provision(ctx)
 		if err == nil {
+			id.fresh = true
 			return id, nil
 		}
 		if ctx.Err() != nil {

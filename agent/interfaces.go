@@ -53,6 +53,8 @@ type HubTarget struct {
 
 // HubSession is a connected hub session.
 type HubSession interface {
+	// GetTwin reads the device twin: its desired and reported sections.
+	GetTwin(ctx context.Context) (desired, reported map[string]any, desiredVersion, reportedVersion int, err error)
 	UpdateReported(ctx context.Context, patch map[string]any) (version int, err error)
 	IssueCertificate(ctx context.Context, csr []byte) (chain [][]byte, err error)
 	Close() error

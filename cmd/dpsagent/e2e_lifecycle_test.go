@@ -136,3 +136,53 @@ func TestE2ERenewsThroughDPSWhenCredentialAPIFails(t *testing.T) {
 		t.Errorf("after the renewal the device is %s, want connected with %s", jsonText(dev), second.serial())
 	}
 }
+
+// A fleet-wide renewal asked for through the device twin while the device is
+// off: when it comes back it renews once, reports the request handled, and
+// does not renew for it again after another restart.
+func TestE2ETwinRenewalRequestMadeWhileOff(t *testing.T) {
+	t.Parallel()
+	bins := buildBinaries(t)
+	const regID = "e2e-twin-request-001"
+	key := newSymmetricKey(t)
+	e := startEmulator(t, bins, "certificates: {credential_api_delay: 1s}\nenrollments:\n"+symmetricEnrollment(regID, key, false))
+	sw := tpmtest.StartSwtpm(t)
+	d := newDevice(t, bins, e, regID, sw.Spec, symmetricOnboarding(t, key, false))
+	reportedRequest := func(agent *process, want string) {
+		t.Helper()
+		eventually(t, 10*time.Second, "reported renewRequestId "+want, agent, func() (any, bool) {
+			rep := e.reported(t, regID)
+			return rep, field(rep, "dpsAgent", "renewRequestId") == want
+		})
+	}
+
+	agent := d.run(t)
+	first := e.waitConnected(t, regID, agent, "the agent to connect", connectLimit, nil)
+	reportedRequest(agent, "")
+	if !agent.stop(10 * time.Second) {
+		t.Fatalf("the agent did not stop on SIGTERM:\n%s", agent.tail())
+	}
+	patch := map[string]any{"dpsAgent": map[string]any{"renewRequestId": "rotate-2026-12"}}
+	if code := e.call(t, "PATCH", "/api/devices/"+regID+"/twin/desired", patch, nil); code != 200 {
+		t.Fatalf("PATCH desired: status %d", code)
+	}
+
+	agent = d.run(t)
+	second := e.waitConnected(t, regID, agent, "the agent to renew for the request made while it was off", connectLimit, func(dev emuDevice) bool {
+		return dev.serial() != first.serial()
+	})
+	reportedRequest(agent, "rotate-2026-12")
+	if !agent.stop(10 * time.Second) {
+		t.Fatalf("the agent did not stop on SIGTERM:\n%s", agent.tail())
+	}
+
+	agent = d.run(t)
+	e.waitConnected(t, regID, agent, "the agent to reconnect", connectLimit, nil)
+	time.Sleep(3 * time.Second) // a renewal would have begun by now
+	if dev, _ := e.device(t, regID); dev.serial() != second.serial() {
+		t.Errorf("after a restart with the request handled the device uses %s, want still %s", dev.serial(), second.serial())
+	}
+	if regs := e.registrations(t, regID); len(regs) != 1 {
+		t.Errorf("%d registrations, want 1 (the renewal goes through the hub)", len(regs))
+	}
+}
