@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,4 +60,56 @@ func BenchmarkFreshToConnected(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(commands)/float64(n), "tpmcmds/op")
+}
+
+// BenchmarkConnectedMemory starts the real `dpsagent run` from a fresh state
+// directory, waits until it is connected and has settled, and reports its
+// resident memory (VmRSS) and peak (VmHWM), as a gateway would see them.
+func BenchmarkConnectedMemory(b *testing.B) {
+	bins := buildBinaries(b)
+	key := newSymmetricKey(b)
+	var rss, hwm float64
+	n := 0
+	for b.Loop() {
+		regID := fmt.Sprintf("e2e-memory-%03d", n)
+		e := startEmulator(b, bins, "enrollments:\n"+symmetricEnrollment(regID, key, false))
+		sw := tpmtest.StartSwtpm(b)
+		dev := newDevice(b, bins, e, regID, sw.Spec, symmetricOnboarding(b, key, false))
+		agent := dev.run(b)
+		e.waitConnected(b, regID, agent, "the agent to connect", connectLimit, nil)
+		time.Sleep(2 * time.Second) // the first report and twin read are done
+		status := procStatus(b, agent.cmd.Process.Pid)
+		rss += status["VmRSS"]
+		hwm += status["VmHWM"]
+		agent.stop(10 * time.Second)
+		n++
+	}
+	b.ReportMetric(rss/float64(n), "rss-MiB")
+	b.ReportMetric(hwm/float64(n), "hwm-MiB")
+}
+
+// procStatus reads the kB fields of /proc/PID/status, in MiB.
+func procStatus(tb testing.TB, pid int) map[string]float64 {
+	tb.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		fields := strings.Fields(rest)
+		if !ok || len(fields) != 2 || fields[1] != "kB" {
+			continue
+		}
+		if kb, err := strconv.ParseFloat(fields[0], 64); err == nil {
+			out[name] = kb / 1024
+		}
+	}
+	if _, ok := out["VmRSS"]; !ok {
+		tb.Fatalf("no VmRSS in /proc/%d/status", pid)
+	}
+	return out
 }
