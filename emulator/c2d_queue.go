@@ -150,7 +150,7 @@ func (q *c2dQueue) dropExpired(now time.Time, log *zap.Logger) {
 		expired := e.sentTo == nil && !now.Before(e.expires)
 		if expired {
 			log.Info("cloud-to-device message expired undelivered (IoT Hub dead-letters it)",
-				zap.String("message_id", e.msg.MessageID), zap.Time("expired_at", e.expires), zap.Int("deliveries", e.deliveries))
+				zap.String("message_id", e.msg.MessageID), logDate("expired_at", e.expires), zap.Int("deliveries", e.deliveries))
 		}
 		return expired
 	})
@@ -216,7 +216,7 @@ func (h *hub) SendC2D(ctx context.Context, deviceID string, m C2DMessage) (C2DOu
 	}
 	q.entries = append(q.entries, e)
 	q.mu.Unlock()
-	log.Info("cloud-to-device message queued", zap.Time("expires", expires), zap.Int("bytes", len(m.Body)))
+	log.Info("cloud-to-device message queued", logDate("expires", expires), zap.Int("bytes", len(m.Body)))
 
 	h.deliverC2D(key)
 

@@ -74,7 +74,7 @@ func (d *dps) complete(op *dpsOperation) {
 		}
 		if a.leaf != nil {
 			info := NewCertificateInfo(a.leaf)
-			fields = append(fields, zap.String("issued_serial", info.Serial), zap.Time("issued_not_after", info.NotAfter))
+			fields = append(fields, zap.String("issued_serial", info.Serial), logDate("issued_not_after", info.NotAfter))
 		}
 		log.Info("device assigned", fields...)
 	}

@@ -300,3 +300,10 @@ func writeJSONAtomic(path string, v any) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// logDate is a log field for a calendar time (a certificate's notAfter, an
+// expiry): RFC 3339 in UTC, as a string. iotemu's console encoder prints time
+// fields as a time of day, which would drop the date of an expiry weeks away.
+func logDate(key string, t time.Time) zap.Field {
+	return zap.String(key, t.UTC().Format(time.RFC3339))
+}

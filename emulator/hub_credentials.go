@@ -52,6 +52,20 @@ type hubCredentialOp struct {
 	ctx           context.Context
 }
 
+// hubCredentialAccepted is the 202 body and hubCredentialResult the 200 body
+// in its object form, their fields in the order of Microsoft's service test
+// log (reference §2.3): correlationId first. Structs, not maps: a map would
+// put certificates before correlationId.
+type hubCredentialAccepted struct {
+	CorrelationID    string `json:"correlationId"`
+	OperationExpires string `json:"operationExpires"`
+}
+
+type hubCredentialResult struct {
+	CorrelationID string   `json:"correlationId"`
+	Certificates  []string `json:"certificates"`
+}
+
 // hubCredentialRequest is the request body. Pointers tell an absent field from
 // an empty one.
 type hubCredentialRequest struct {
@@ -127,9 +141,9 @@ func (s *hubSession) startCredentialOp(rid, rawRID string, payload []byte, fault
 		s.sendCredential(herr.status(), rawRID, herr.body(s.h.e.now()))
 		return
 	}
-	body, _ := json.Marshal(map[string]string{
-		"correlationId":    op.correlationID,
-		"operationExpires": op.expires.UTC().Format(time.RFC3339),
+	body, _ := json.Marshal(hubCredentialAccepted{
+		CorrelationID:    op.correlationID,
+		OperationExpires: op.expires.UTC().Format(time.RFC3339),
 	})
 	s.sendCredential(202, rawRID, body)
 }
@@ -155,7 +169,7 @@ func (s *hubSession) beginCredentialOp(rid, rawRID string, payload []byte, fault
 	}
 	csr, err := pki.CheckCSR(der, s.deviceID, h.e.keyPolicy)
 	if err != nil {
-		return nil, newHubError(hubErrCSRDecode, "FailedToDecodeCsr: %v", err)
+		return nil, csrRefused(err)
 	}
 	op := &hubCredentialOp{
 		deviceID: s.deviceID, rid: rid, rawRID: rawRID,
@@ -189,7 +203,7 @@ func (s *hubSession) beginCredentialOp(rid, rawRID string, payload []byte, fault
 		h.completeCredentialOp(s.key, op)
 	}()
 	s.log.Info("credential operation started", zap.String("rid", rid), zap.String("correlation_id", op.correlationID),
-		zap.Time("operation_expires", op.expires.UTC()), zap.Duration("answer_in", time.Duration(h.e.cfg.Certificates.CredentialAPIDelay)))
+		logDate("operation_expires", op.expires), zap.Duration("answer_in", time.Duration(h.e.cfg.Certificates.CredentialAPIDelay)))
 	return op, nil
 }
 
@@ -217,6 +231,16 @@ func (s *hubSession) decodeCredentialRequest(payload []byte) (hubCredentialReque
 		return body, newHubError(hubErrArgumentInvalid, "replace %q: give \"*\" or the request ID of the pending request", *body.Replace)
 	}
 	return body, nil
+}
+
+// csrRefused is the 400040 answer to a CSR that cannot be decoded, verified
+// or accepted. As azure-sdk-for-c's tests show it, the error's name and
+// detail travel in info.credentialError and info.credentialMessage, where the
+// SDK's parser reads them (reference §2.3 "Errors").
+func csrRefused(err error) *hubError {
+	herr := newHubError(hubErrCSRDecode, "FailedToDecodeCsr: %v", err)
+	herr.info = map[string]any{"credentialError": "FailedToDecodeCsr", "credentialMessage": err.Error()}
+	return herr
 }
 
 // credentialConflict applies "one active operation per device": a second
@@ -277,7 +301,7 @@ func (h *hub) completeCredentialOp(key string, op *hubCredentialOp) {
 		})
 		if leaf != nil {
 			log.Info("certificate issued through the credential API", zap.String("serial", NewCertificateInfo(leaf).Serial),
-				zap.String("subject", leaf.Subject.String()), zap.Time("not_after", leaf.NotAfter.UTC()))
+				zap.String("subject", leaf.Subject.String()), logDate("not_after", leaf.NotAfter))
 		}
 	}
 	s := h.session(op.deviceID)
@@ -330,7 +354,7 @@ func (h *hub) credentialResult(op *hubCredentialOp, chain [][]byte) []byte {
 	for i, der := range chain {
 		certs[i] = base64.StdEncoding.EncodeToString(der)
 	}
-	var v any = map[string]any{"correlationId": op.correlationID, "certificates": certs}
+	var v any = hubCredentialResult{CorrelationID: op.correlationID, Certificates: certs}
 	if h.e.cfg.Certificates.CredentialAPIBody == "array" {
 		v = certs
 	}

@@ -89,7 +89,7 @@ func (s *hubSession) expireSAS(expiry time.Time) {
 	if !s.h.sleep(s.ctx, deadline.Sub(now)) {
 		return
 	}
-	s.log.Info("SAS token expired; disconnecting the device (401003 IoTHubUnauthorized)", zap.Time("expiry", expiry.UTC()))
+	s.log.Info("SAS token expired; disconnecting the device (401003 IoTHubUnauthorized)", logDate("expiry", expiry))
 	s.conn.Close(fmt.Errorf("401003 IoTHubUnauthorized: SAS token expired at %s", expiry.UTC().Format(time.RFC3339)))
 }
 
