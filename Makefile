@@ -11,7 +11,16 @@ PKG         := github.com/dpsagent/dpsagent
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BUILD_DATE  := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
 LDFLAGS     := -s -w -buildid= -X main.version=$(VERSION) -X main.buildDate=$(BUILD_DATE)
-GOFLAGS_REL := -trimpath -ldflags '$(LDFLAGS)'
+# -gcflags=all=-l: no inlining. It takes 0.88 MiB (10%) off the arm64 binary
+# (8.63 -> 7.75 MiB) and 0.4 MiB off resident memory, for 10 ms more CPU from
+# a fresh start to connected (26 -> 36 ms on the CI machine; the agent is idle
+# otherwise): a gateway's flash and RAM are scarcer than its CPU here.
+# Measure both with `make bench` (BenchmarkConnectedMemory; set
+# DPSAGENT_E2E_BUILDFLAGS= to compare with the compiler's defaults). The
+# end-to-end tests build dpsagent with the same -gcflags
+# (cmd/dpsagent/e2e_helpers_test.go).
+GCFLAGS_REL := -gcflags=all=-l
+GOFLAGS_REL := -trimpath $(GCFLAGS_REL) -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Test timeout: generous for a 2-core CI machine; soaks have their own target.
 TEST_FLAGS  ?= -timeout 15m
@@ -48,12 +57,14 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_REL) -o $(DIST)/dpsagent-linux-arm64 ./cmd/dpsagent
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(GOFLAGS_REL) -o $(DIST)/dpsagent-linux-armv7 ./cmd/dpsagent
 
-## size: stripped binary size per architecture (goal for arm64: at most 8 MiB)
+## size: stripped binary size per architecture; fails when arm64 is over its
+## goal of 8 MiB (CI runs it, so growth past the goal is a decision, not a drift)
+SIZE_GOAL_ARM64 := 8388608
 size: cross
-	@for f in $(DIST)/dpsagent-linux-*; do stat -c '%s %n' $$f; done | awk '{ \
-	  n = split($$2, p, "/"); mib = $$1 / 1048576; goal = ""; \
-	  if (p[n] ~ /arm64$$/) goal = (mib <= 8 ? "  (goal: at most 8 MiB: met)" : "  (goal: at most 8 MiB: MISSED)"); \
-	  printf "%-28s %6.2f MiB%s\n", p[n], mib, goal }'
+	@for f in $(DIST)/dpsagent-linux-*; do stat -c '%s %n' $$f; done | awk -v goal=$(SIZE_GOAL_ARM64) '{ \
+	  n = split($$2, p, "/"); mib = $$1 / 1048576; note = ""; \
+	  if (p[n] ~ /arm64$$/) { note = ($$1 <= goal ? "  (goal: at most 8 MiB: met)" : "  (goal: at most 8 MiB: MISSED)"); if ($$1 > goal) missed = 1 } \
+	  printf "%-28s %6.2f MiB%s\n", p[n], mib, note } END { exit missed }'
 
 ## package: the .deb packages for amd64, arm64 and armhf in dist/ (packaging/)
 package: cross

@@ -68,7 +68,7 @@ func BenchmarkFreshToConnected(b *testing.B) {
 func BenchmarkConnectedMemory(b *testing.B) {
 	bins := buildBinaries(b)
 	key := newSymmetricKey(b)
-	var rss, hwm float64
+	var rss, hwm, cpu float64
 	n := 0
 	for b.Loop() {
 		regID := fmt.Sprintf("e2e-memory-%03d", n)
@@ -79,6 +79,7 @@ func BenchmarkConnectedMemory(b *testing.B) {
 		e.waitConnected(b, regID, agent, "the agent to connect", connectLimit, nil)
 		time.Sleep(2 * time.Second) // the first report and twin read are done
 		status := procStatus(b, agent.cmd.Process.Pid)
+		cpu += procCPU(b, agent.cmd.Process.Pid)
 		rss += status["VmRSS"]
 		hwm += status["VmHWM"]
 		agent.stop(10 * time.Second)
@@ -86,6 +87,25 @@ func BenchmarkConnectedMemory(b *testing.B) {
 	}
 	b.ReportMetric(rss/float64(n), "rss-MiB")
 	b.ReportMetric(hwm/float64(n), "hwm-MiB")
+	b.ReportMetric(cpu/float64(n), "cpu-ms")
+}
+
+// procCPU is the user and system CPU time PID has used, in milliseconds.
+func procCPU(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: count from after it.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	utime, err1 := strconv.ParseFloat(fields[11], 64)
+	stime, err2 := strconv.ParseFloat(fields[12], 64)
+	if err1 != nil || err2 != nil {
+		tb.Fatalf("/proc/%d/stat: %q", pid, data)
+	}
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return (utime + stime) * 1000 / ticksPerSecond
 }
 
 // procStatus reads the kB fields of /proc/PID/status, in MiB.

@@ -63,11 +63,23 @@ func build(goTool string) (string, binaries, error) {
 		return "", binaries{}, err
 	}
 	b := binaries{dpsagent: filepath.Join(dir, "dpsagent"), iotemu: filepath.Join(dir, "iotemu")}
-	for _, target := range []struct{ cgo, out, pkg string }{
-		{"0", b.dpsagent, "github.com/dpsagent/dpsagent/cmd/dpsagent"},
-		{"1", b.iotemu, "github.com/dpsagent/dpsagent/cmd/iotemu"},
+	// dpsagent is compiled as the release is (Makefile GOFLAGS_REL, without
+	// the version stamp), so the end-to-end tests run what ships.
+	// DPSAGENT_E2E_BUILDFLAGS replaces those flags, to compare builds in the
+	// benchmarks (DPSAGENT_E2E_BUILDFLAGS= for the compiler's defaults).
+	releaseFlags := []string{"-gcflags=all=-l"}
+	if v, ok := os.LookupEnv("DPSAGENT_E2E_BUILDFLAGS"); ok {
+		releaseFlags = strings.Fields(v)
+	}
+	for _, target := range []struct {
+		cgo, out, pkg string
+		flags         []string
+	}{
+		{"0", b.dpsagent, "github.com/dpsagent/dpsagent/cmd/dpsagent", releaseFlags},
+		{"1", b.iotemu, "github.com/dpsagent/dpsagent/cmd/iotemu", nil},
 	} {
-		cmd := exec.Command(goTool, "build", "-trimpath", "-o", target.out, target.pkg)
+		args := append([]string{"build", "-trimpath"}, target.flags...)
+		cmd := exec.Command(goTool, append(args, "-o", target.out, target.pkg)...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED="+target.cgo)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return dir, b, fmt.Errorf("CGO_ENABLED=%s go build %s: %w\n%s", target.cgo, target.pkg, err, out)
