@@ -170,7 +170,63 @@ func parseConfigYAML(data []byte) (map[string]any, error) {
 	if err := doc.Decode(&m); err != nil {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
 	}
+	if err := checkKeyCase(doc.Content[0]); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// checkKeyCase refuses two keys of one mapping that differ only in case
+// (hub_port, HUB_PORT): viper folds keys to lower case and would keep one of
+// the two without a word. Keys merged in with << count as the mapping's own.
+// It runs after Decode, which refuses an alias that contains itself.
+func checkKeyCase(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		seen := map[string]*yaml.Node{}
+		for _, k := range mappingKeys(n, nil) {
+			lower := strings.ToLower(k.Value)
+			first := seen[lower]
+			if first == nil {
+				seen[lower] = k
+			} else if first.Value != k.Value {
+				return fmt.Errorf("lines %d and %d: the keys %q and %q differ only in case, and keys ignore case: keep one",
+					first.Line, k.Line, first.Value, k.Value)
+			}
+		}
+	}
+	for _, c := range n.Content { // an alias's target is checked where it is written
+		if err := checkKeyCase(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mappingKeys appends to keys the scalar keys of the mapping m, and those of
+// the mappings it merges.
+func mappingKeys(m *yaml.Node, keys []*yaml.Node) []*yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		switch {
+		case k.Kind != yaml.ScalarNode:
+		case k.Value == "<<" && k.ShortTag() == "!!merge":
+			sources := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				sources = v.Content
+			}
+			for _, src := range sources {
+				if src.Kind == yaml.AliasNode {
+					src = src.Alias
+				}
+				if src.Kind == yaml.MappingNode {
+					keys = mappingKeys(src, keys)
+				}
+			}
+		default:
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 func yamlKind(n *yaml.Node) string {

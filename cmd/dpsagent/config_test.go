@@ -75,6 +75,11 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 		{"0ne00000001\n", nil, "not a single value"},
 		{"", nil, `id_scope ""`}, // an empty file is every key at its default
 		{minimalConfig + "advanced:\n", nil, `unknown key "advanced"`},
+		// viper folds case, and would keep one of the two without a word.
+		{minimalConfig + "advanced:\n  hub_port: 9000\n  tpm: none\n  HUB_PORT: 9001\n", nil,
+			`lines 7 and 9: the keys "hub_port" and "HUB_PORT" differ only in case, and keys ignore case: keep one`},
+		{minimalConfig + "Advanced: {tpm: none}\nadvanced:\n  hub_port: 9000\n", nil, `lines 6 and 7: the keys "Advanced" and "advanced"`},
+		{minimalConfig + "x: &x {Hub_Port: 1}\nadvanced:\n  <<: *x\n  hub_port: 9000\n", nil, `lines 6 and 9: the keys "Hub_Port" and "hub_port"`},
 	} {
 		_, err := loadConfig(configDir(t, tc.yaml), tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -114,7 +119,8 @@ func TestRenewalHookMustBeAnAbsoluteExecutable(t *testing.T) {
 // or an error naming the file, never a panic.
 func FuzzLoadConfig(f *testing.F) {
 	for _, seed := range []string{minimalConfig, minimalConfig + "advanced:\n  hub_port: 8884\n  renewal: {threshold: 7d}\n",
-		"- a\n", "a: &x [*x]\n", "id_scope: !!binary aGVsbG8=\n", "? [a]\n: b\n", "advanced: {tpm: {x: 1}}\n"} {
+		"- a\n", "a: &x [*x]\n", "id_scope: !!binary aGVsbG8=\n", "? [a]\n: b\n", "advanced: {tpm: {x: 1}}\n",
+		"a: &x {<<: *x}\n", "a: &a {k: 1}\nb: {<<: [*a, {K: 2}]}\n", "<<: {a: {b: 1}, A: 2}\n", "a: 1\n'<<': {A: 2}\n"} {
 		f.Add([]byte(seed))
 	}
 	p := configDir(f, "")

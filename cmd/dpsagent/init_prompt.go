@@ -60,9 +60,18 @@ func (w *wizard) ask(title, help string, fields ...promptField) error {
 			fmt.Fprint(w.out, f.prompt())
 			answer, err := w.lines.next()
 			switch {
+			case errors.Is(err, errLongLine):
+				if w.echo {
+					w.note("")
+				}
+				w.note("  ✗ %v", err)
+				continue
 			case errors.Is(err, io.EOF) && w.ctx.Err() == nil:
 				w.note("")
 				return withCode(exitFailure, fmt.Errorf("stdin ended during %q: %w", title, errStopped))
+			case errors.Is(err, errNoLineEnd):
+				w.note("")
+				return withCode(exitFailure, fmt.Errorf("%w during %q: %w", err, title, errStopped))
 			case err != nil:
 				w.note("")
 				return withCode(exitFailure, errStopped)
@@ -86,7 +95,7 @@ func (w *wizard) note(format string, args ...any) {
 }
 
 // textField is a text question; Enter alone keeps the value shown in
-// brackets.
+// brackets, and - alone clears it (if check takes an empty value).
 type textField struct {
 	title string
 	value *string
@@ -106,8 +115,11 @@ func (f *textField) prompt() string {
 }
 
 func (f *textField) take(answer string) error {
-	if answer == "" {
+	switch answer {
+	case "":
 		answer = *f.value
+	case "-":
+		answer = ""
 	}
 	if err := f.check(answer); err != nil {
 		return err
@@ -202,30 +214,50 @@ func (f *chooseField) take(answer string) error {
 	return nil
 }
 
+// maxAnswer bounds an answer line: nobody types more, and stdin that is not
+// typed (< /dev/zero) must not fill the memory of a small gateway.
+const maxAnswer = 4096
+
+// maxSkip bounds what is skipped of a line over maxAnswer: stdin that sends
+// that much without a line break is not answers.
+const maxSkip = 1 << 20
+
+var (
+	errLongLine  = fmt.Errorf("the answer is over %d bytes: refused; type a shorter one", maxAnswer)
+	errNoLineEnd = fmt.Errorf("stdin sent over %d bytes without a line break", maxSkip)
+)
+
 // lineReader reads stdin a line at a time in its own goroutine, so that a
 // question stops waiting when the context ends: Ctrl+C is a signal, not a
 // key, and main turns it into a cancelled context. A read from a terminal
 // cannot be taken back, so the last one may wait on until the process exits.
 type lineReader struct {
 	ctx   context.Context
-	lines <-chan string
+	lines <-chan line
+}
+
+// line is a line of stdin without its line ending, or errLongLine for one
+// over maxAnswer bytes, or errNoLineEnd.
+type line struct {
+	text string
+	err  error
 }
 
 func newLineReader(ctx context.Context, r io.Reader) *lineReader {
-	lines := make(chan string)
+	lines := make(chan line)
 	go func() {
 		defer close(lines)
-		br := bufio.NewReader(r)
+		br := bufio.NewReaderSize(r, maxAnswer+len("\r\n"))
 		for {
-			line, err := br.ReadString('\n')
-			if line != "" || err == nil {
+			l, end := readLine(br)
+			if end == nil || l.text != "" || l.err != nil {
 				select {
-				case lines <- strings.TrimRight(line, "\r\n"):
+				case lines <- l:
 				case <-ctx.Done():
 					return
 				}
 			}
-			if err != nil {
+			if end != nil {
 				return
 			}
 		}
@@ -233,15 +265,35 @@ func newLineReader(ctx context.Context, r io.Reader) *lineReader {
 	return &lineReader{ctx: ctx, lines: lines}
 }
 
-// next is the next line without its line ending; io.EOF once stdin ended,
-// the context's error once it is done.
+// readLine reads up to a line break. end is nil after one; otherwise it is
+// why stdin ended (l holds what came before it), or errNoLineEnd.
+func readLine(br *bufio.Reader) (l line, end error) {
+	b, end := br.ReadSlice('\n')
+	if end != bufio.ErrBufferFull {
+		l.text = strings.TrimRight(string(b), "\r\n")
+		if len(l.text) > maxAnswer {
+			l = line{err: errLongLine}
+		}
+		return l, end
+	}
+	for skipped := len(b); end == bufio.ErrBufferFull; skipped += len(b) {
+		if skipped > maxSkip {
+			return line{err: errNoLineEnd}, errNoLineEnd
+		}
+		b, end = br.ReadSlice('\n')
+	}
+	return line{err: errLongLine}, end
+}
+
+// next is the next line without its line ending, or errLongLine; io.EOF
+// once stdin ended, the context's error once it is done.
 func (l *lineReader) next() (string, error) {
 	select {
 	case line, ok := <-l.lines:
 		if !ok {
 			return "", io.EOF
 		}
-		return line, nil
+		return line.text, line.err
 	case <-l.ctx.Done():
 		return "", l.ctx.Err()
 	}

@@ -220,11 +220,11 @@ func (w *wizard) askAdvanced(cfg *Config) error {
 	port := strconv.Itoa(a.HubPort)
 	before := a.TPM
 	err := w.ask("Advanced settings",
-		"Enter alone keeps a setting. The key algorithm auto picks the strongest the TPM offers\n"+
-			"that Azure accepts. A renewal threshold is a share of the certificate's lifetime (80%)\n"+
-			"or a time before it expires (7d). The trust bundle adds CA certificates to trust (an\n"+
-			"emulator, a TLS-inspecting proxy); leave it empty for Azure. The TPM is a device path,\n"+
-			"unix:PATH or tcp:HOST:PORT (an emulator), or none for a key kept in a file.",
+		"Enter alone keeps a setting; - clears it. The key algorithm auto picks the strongest the\n"+
+			"TPM offers that Azure accepts. A renewal threshold is a share of the certificate's\n"+
+			"lifetime (80%) or a time before it expires (7d). The trust bundle adds CA certificates\n"+
+			"to trust (an emulator, a TLS-inspecting proxy); leave it empty for Azure. The TPM is a\n"+
+			"device path, unix:PATH or tcp:HOST:PORT (an emulator), or none for a key kept in a file.",
 		w.input("DPS endpoint", &a.DPSEndpoint, checkDPSEndpoint),
 		w.choose("Key algorithm", &a.KeyAlgorithm, w.algorithmChoices()...),
 		w.input("Renewal threshold", &a.Renewal.Threshold, func(v string) error { return checkRenewalThreshold(cfg, v) }),

@@ -339,3 +339,107 @@ func TestInitWizardStopsOnInterrupt(t *testing.T) {
 		t.Errorf("a configuration was written: %v", err)
 	}
 }
+
+// - alone clears an optional answer; a required one refuses the empty value
+// with its usual reason.
+func TestInitWizardClearsAnAnswerWithADash(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := initKeyFile(t, dir, 0o600)
+	bundle, _ := initBirth(t, dir, "emulator-ca")
+	path := filepath.Join(dir, "config.yaml")
+	old := "id_scope: 0ne00000001\nregistration_id: gateway-001\nonboarding:\n  symmetric_key_file: " + keyFile + "\n" +
+		"advanced:\n  tpm: " + closedTPM + "\n  trust_bundle_file: " + bundle + "\n"
+	if err := os.WriteFile(path, []byte(old), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runWizard(t, path, answers(
+		"y", "", "", "", "", "",
+		"y",     // change advanced settings
+		"-", "", // DPS endpoint: required, so not cleared; then kept
+		"",      // key algorithm kept
+		"",      // renewal threshold kept
+		"-",     // trust bundle cleared
+		"",      // hub port kept
+		"-", "", // TPM: required, so not cleared; then kept
+		"1",
+	))
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		"Enter alone keeps a setting; - clears it.",
+		"DPS endpoint [global.azure-devices-provisioning.net]: -\n  ✗ ",
+		"TPM [" + closedTPM + "]: -\n  ✗ name the TPM",
+		`trust bundle ""`,
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the transcript does not contain %q", want)
+		}
+	}
+	cfg, err := loadConfig(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Advanced; a.TrustBundleFile != "" || a.DPSEndpoint != "global.azure-devices-provisioning.net" || a.TPM != closedTPM {
+		t.Errorf("advanced %+v; want the trust bundle cleared, the rest kept", a)
+	}
+}
+
+// An answer line is at most 4096 bytes: a longer one is refused and the rest
+// of it skipped, and stdin that never breaks its line stops the wizard.
+func TestInitWizardRefusesAnOverlongAnswer(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := initKeyFile(t, dir, 0o600)
+	path := filepath.Join(dir, "config.yaml")
+	code, stdout, stderr := runWizard(t, path, answers(
+		strings.Repeat("a", 4097)+"\r", // refused as too long, whatever it is
+		strings.Repeat("a", 4097),      // the same without the carriage return
+		strings.Repeat("a", 4096)+"\r", // an answer, judged as one
+		"0ne00000001", "gateway-001", "1", keyFile, "n", "n", "1",
+	), "--tpm", closedTPM)
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	const refused = "ID scope: \n  ✗ the answer is over 4096 bytes: refused; type a shorter one\n"
+	if strings.Count(stdout, refused) != 2 || !strings.Contains(stdout, refused+"ID scope: aaaa") ||
+		!strings.Contains(stdout, "a\n  ✗ not an ID scope") {
+		t.Errorf("the transcript does not refuse the 4097-byte lines and judge the 4096-byte one")
+	}
+	if cfg, err := loadConfig(path, nil); err != nil || cfg.IDScope != "0ne00000001" {
+		t.Errorf("loaded %+v, %v", cfg, err)
+	}
+
+	// init --accessible < /dev/zero
+	zeros := &countingReader{r: io.LimitReader(zeroReader{}, 16<<20)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		code, _, stderr = runInitWith(t, zeros, "init", "--accessible", "--config", filepath.Join(dir, "zero.yaml"))
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the wizard still reads a stdin of zeros")
+	}
+	if code != exitFailure || !strings.Contains(stderr, "stdin sent over 1048576 bytes without a line break") || zeros.n > 2<<20 {
+		t.Errorf("stdin of zeros: exit %d after reading %d bytes: %s", code, zeros.n, stderr)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,18 +55,28 @@ func serveLocalAPI(ctx context.Context, cfg *Config, d *daemon, log *zap.Logger)
 		d.agent.Renew()
 		w.WriteHeader(http.StatusAccepted)
 	})
+	stop := serveInBackground(srv, l, log, "local API")
+	return func() {
+		stop()
+		_ = os.Remove(path)
+	}, nil
+}
+
+// serveInBackground serves l until the function it returns is called, which
+// waits for the end; name says whose end a warning is about.
+func serveInBackground(srv *localhttp.Server, l net.Listener, log *zap.Logger, name string) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(l); err != nil {
-			log.Warn("local API stopped", zap.Error(err))
+		// ErrClosed: stopped before Serve began, which is no news.
+		if err := srv.Serve(l); err != nil && !errors.Is(err, localhttp.ErrClosed) {
+			log.Warn(name+" stopped", zap.Error(err))
 		}
 	}()
 	return func() {
 		_ = srv.Close()
 		<-done
-		_ = os.Remove(path)
-	}, nil
+	}
 }
 
 // warnf logs a local HTTP server's complaints as warnings.
@@ -77,7 +88,9 @@ func warnf(log *zap.Logger) func(format string, args ...any) {
 // (or runs with another runtime directory).
 var errNoDaemon = errors.New("the dpsagent daemon is not running")
 
-// askDaemon sends one request to the daemon's local API.
+// askDaemon sends one request to the daemon's local API. Only a socket that
+// is missing or refuses connections means no daemon (errNoDaemon); any other
+// failure is a daemon, or something, that could not be asked.
 func askDaemon(cfg *Config, method, path string) (*localhttp.Response, error) {
 	socket := socketPath(cfg)
 	resp, err := localhttp.Do(context.Background(), func(ctx context.Context) (net.Conn, error) {
@@ -85,9 +98,20 @@ func askDaemon(cfg *Config, method, path string) (*localhttp.Response, error) {
 		return d.DialContext(ctx, "unix", socket)
 	}, method, path)
 	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", errNoDaemon, err)
+		return nil, daemonError(socket, err)
 	}
 	return resp, nil
+}
+
+// daemonError says what a failure to ask the daemon on socket means.
+func daemonError(socket string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w (%v)", errNoDaemon, err)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("permission denied on %s: run as root or as a member of group dpsagent", socket)
+	}
+	return fmt.Errorf("local API on %s: %w", socket, err) // such as an i/o timeout
 }
 
 func daemonStatus(cfg *Config) (statusView, error) {
@@ -97,10 +121,10 @@ func daemonStatus(cfg *Config) (statusView, error) {
 		return v, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return v, fmt.Errorf("local API: %s", resp.Status)
+		return v, fmt.Errorf("local API on %s: %s", socketPath(cfg), resp.Status)
 	}
 	if err := json.Unmarshal(resp.Body, &v); err != nil {
-		return v, fmt.Errorf("local API: the status is not the JSON expected: %w", err)
+		return v, fmt.Errorf("local API on %s: the status is not the JSON expected: %w", socketPath(cfg), err)
 	}
 	return v, nil
 }
@@ -111,7 +135,7 @@ func daemonRenew(cfg *Config) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("local API: %s", resp.Status)
+		return fmt.Errorf("local API on %s: %s", socketPath(cfg), resp.Status)
 	}
 	return nil
 }

@@ -137,16 +137,6 @@ func serveMetrics(listen string, m *metrics, log *zap.Logger) (func(), error) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		m.write(w)
 	})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(l); err != nil {
-			log.Warn("metrics endpoint stopped", zap.Error(err))
-		}
-	}()
 	log.Info("serving metrics", zap.String("address", "http://"+l.Addr().String()+"/metrics"))
-	return func() {
-		_ = srv.Close()
-		<-done
-	}, nil
+	return serveInBackground(srv, l, log, "metrics endpoint"), nil
 }

@@ -33,6 +33,11 @@ running the facts are live; without it they come from the state directory.`,
 				return err
 			}
 			v, err := daemonStatus(cfg)
+			if err != nil && !errors.Is(err, errNoDaemon) {
+				// A daemon that cannot be asked is not a stopped one: the
+				// state directory would say "not running".
+				return withCode(exitFailure, err)
+			}
 			if err != nil {
 				m, perr := store.Peek(cfg.Advanced.StateDir)
 				if perr != nil {

@@ -5,8 +5,12 @@
 // with net/http's own parser and writer (http.ReadRequest, Response.Write).
 // http.Server and http.Client would bring HTTP/2, keep-alive pools and proxy
 // logic, 0.75 MiB of a gateway binary, for endpoints that answer a few small
-// requests a minute from the same machine; what they bring that matters here,
-// deadlines and bounds on what a client may send, is below.
+// requests a minute from the same machine. What they bring that matters here
+// is below: deadlines and bounds on what a client may send, a busy answer
+// rather than a queue behind silent clients, a 500 rather than a crash when
+// a handler panics, retries when Accept fails, warnings that a client cannot
+// flood the log with, and the lingering close that lets a client read the
+// answer before the connection goes.
 package localhttp
 
 import (
@@ -18,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -27,15 +32,20 @@ import (
 // Limits of what a client may send and how long it may take.
 const (
 	// DefaultTimeout bounds a whole exchange: reading the request, handling
-	// it, writing the response.
+	// it, writing the response and reading away what the client still sends.
 	DefaultTimeout = 5 * time.Second
-	// MaxRequestBytes bounds the request line, headers and any body read.
+	// MaxRequestBytes bounds the request line, headers and whatever follows
+	// them that is read away.
 	MaxRequestBytes = 64 << 10
-	// MaxConns is how many exchanges run at once; further connections wait
-	// in the listener's backlog.
+	// MaxConns is how many exchanges run at once; the request of a
+	// connection beyond them is answered 503 Service Unavailable at once.
 	MaxConns = 8
 	// MaxResponseBytes bounds the body a client reads.
 	MaxResponseBytes = 4 << 20
+	// warnEvery is the least time between two warnings of a server: a local
+	// client can cause thousands a second, and journald would drop the
+	// agent's own messages to keep up.
+	warnEvery = time.Minute
 )
 
 // Server answers requests by method and exact path. Its zero value is not
@@ -44,14 +54,19 @@ type Server struct {
 	routes  map[string]map[string]http.HandlerFunc // path → method → handler
 	timeout time.Duration
 	logf    func(format string, args ...any)
+	now     func() time.Time // the clock of warnEvery
+	slots   chan struct{}    // one per exchange under way
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	closed    bool
-	active    sync.WaitGroup
+	mu         sync.Mutex
+	listeners  map[net.Listener]struct{}
+	closed     bool
+	active     sync.WaitGroup
+	lastWarn   time.Time // when a warning was last logged
+	suppressed int       // warnings not logged since
 }
 
-// New makes a server; logf (may be nil) hears of failed exchanges.
+// New makes a server; logf (may be nil) hears of failed exchanges, at most
+// once a minute.
 func New(logf func(format string, args ...any)) *Server {
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -60,6 +75,8 @@ func New(logf func(format string, args ...any)) *Server {
 		routes:    map[string]map[string]http.HandlerFunc{},
 		timeout:   DefaultTimeout,
 		logf:      logf,
+		now:       time.Now,
+		slots:     make(chan struct{}, MaxConns),
 		listeners: map[net.Listener]struct{}{},
 	}
 }
@@ -68,7 +85,9 @@ func New(logf func(format string, args ...any)) *Server {
 func (s *Server) SetTimeout(d time.Duration) { s.timeout = d }
 
 // Handle routes method and path (such as "GET", "/v1/status") to h. A GET
-// route answers HEAD too, without the body.
+// route answers HEAD too, without the body. No route takes a request body:
+// h sees none, and what the client sends after its headers is read away
+// after the answer.
 func (s *Server) Handle(method, path string, h http.HandlerFunc) {
 	if s.routes[path] == nil {
 		s.routes[path] = map[string]http.HandlerFunc{}
@@ -79,8 +98,13 @@ func (s *Server) Handle(method, path string, h http.HandlerFunc) {
 // ErrClosed is returned by Serve on a closed server.
 var ErrClosed = errors.New("localhttp: server closed")
 
-// Serve answers connections on l until Close; it then returns nil.
+// Serve answers connections on l until Close, then returns nil. It returns
+// ErrClosed at once on a server already closed, and an error wrapping
+// net.ErrClosed if l is closed under it; other Accept errors (such as too
+// many open files) are logged and tried again after a pause, as http.Server
+// does. Serve closes l when it returns.
 func (s *Server) Serve(l net.Listener) error {
+	defer l.Close()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -88,38 +112,45 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
-
-	slots := make(chan struct{}, MaxConns)
-	for {
-		slots <- struct{}{}
-		conn, err := l.Accept()
-		if err != nil {
-			<-slots
-			s.mu.Lock()
-			closed := s.closed
-			delete(s.listeners, l)
-			s.mu.Unlock()
-			if closed {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return err
-		}
+	defer func() {
 		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			conn.Close()
-			<-slots
-			continue // the next Accept fails and returns
-		}
-		s.active.Add(1) // under mu, so never after Close began to wait
+		delete(s.listeners, l)
 		s.mu.Unlock()
+	}()
+
+	var pause time.Duration // after a failed Accept: 5 ms doubling to 1 s
+	for {
+		conn, err := l.Accept()
+		s.mu.Lock()
+		closed := s.closed
+		if err == nil && !closed {
+			s.active.Add(1) // under mu, so never after Close began to wait
+		}
+		s.mu.Unlock()
+		switch {
+		case closed:
+			if conn != nil {
+				conn.Close()
+			}
+			return nil
+		case errors.Is(err, net.ErrClosed):
+			return err
+		case err != nil:
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.warn("local HTTP: accept on %s: %v; trying again in %v", l.Addr(), err, pause)
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
 		go func() {
-			defer func() { <-slots; s.active.Done() }()
-			s.ServeConn(conn)
+			defer s.active.Done()
+			select {
+			case s.slots <- struct{}{}:
+				s.exchange(conn, s.answer)
+				<-s.slots
+			default:
+				s.exchange(conn, busy)
+			}
 		}()
 	}
 }
@@ -139,31 +170,66 @@ func (s *Server) Close() error {
 }
 
 // ServeConn answers the one request on conn and closes it.
-func (s *Server) ServeConn(conn net.Conn) {
-	defer conn.Close()
+func (s *Server) ServeConn(conn net.Conn) { s.exchange(conn, s.answer) }
+
+// exchange reads the request on conn, writes the response answer gives and
+// closes conn.
+func (s *Server) exchange(conn net.Conn, answer func(*http.Request) *http.Response) {
 	_ = conn.SetDeadline(time.Now().Add(s.timeout))
 	limited := &io.LimitedReader{R: conn, N: MaxRequestBytes}
-	req, err := http.ReadRequest(bufio.NewReader(limited))
+	in := bufio.NewReader(limited)
+	req, err := http.ReadRequest(in)
 	if err != nil {
 		if errors.Is(err, io.EOF) && limited.N == MaxRequestBytes {
-			return // connected and left without a word
+			conn.Close() // connected and left without a word
+			return
 		}
 		status := http.StatusBadRequest
 		if limited.N == 0 {
 			status = http.StatusRequestHeaderFieldsTooLarge
 		}
-		s.logf("local HTTP: refused a request from %s: %v", remote(conn), err)
-		_ = plain(status, http.StatusText(status)).Write(conn)
+		s.warn("local HTTP: refused a request from %s: %v", remote(conn), err)
+		s.finish(conn, in, plain(status, http.StatusText(status)))
 		return
 	}
-	// No route takes a body: read it away (within the limit) so that
-	// closing the connection does not reset it under the client's feet.
-	_, _ = io.Copy(io.Discard, req.Body)
-	resp := s.answer(req)
+	req.Body = http.NoBody // read away after the answer, if at all
+	resp := answer(req)
 	resp.Request = req
-	if err := resp.Write(conn); err != nil {
-		s.logf("local HTTP: answer %s %s: %v", req.Method, req.URL.Path, err)
+	s.finish(conn, in, resp)
+}
+
+// busy answers a request beyond MaxConns at once, rather than after a wait
+// behind clients that may say nothing until their deadline. The request is
+// read first: a client such as net/http's takes an answer that comes before
+// its request for a broken connection.
+func busy(*http.Request) *http.Response {
+	resp := plain(http.StatusServiceUnavailable, "busy: try again in a second")
+	resp.Header.Set("Retry-After", "1")
+	return resp
+}
+
+// finish writes resp and closes conn as http.Server does: it shuts its side
+// and reads away what the client still sends, until the client closes, the
+// request limit or the deadline. Closing with unread data would reset the
+// connection, and a reset can discard the answer before the client reads it.
+func (s *Server) finish(conn net.Conn, in io.Reader, resp *http.Response) {
+	defer conn.Close()
+	out := bufio.NewWriter(conn)
+	err := resp.Write(out)
+	if err == nil {
+		err = out.Flush()
 	}
+	if err != nil {
+		s.warn("local HTTP: answer %s: %v", remote(conn), err)
+		return
+	}
+	switch c := conn.(type) { // the connections Serve accepts
+	case *net.UnixConn:
+		_ = c.CloseWrite()
+	case *net.TCPConn:
+		_ = c.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, in)
 }
 
 // answer runs the handler for req, or says why there is none.
@@ -177,9 +243,12 @@ func (s *Server) answer(req *http.Request) *http.Response {
 		h, ok = methods[http.MethodGet]
 	}
 	if !ok {
-		allow := make([]string, 0, len(methods))
+		allow := make([]string, 0, len(methods)+1)
 		for m := range methods {
 			allow = append(allow, m)
+		}
+		if _, get := methods[http.MethodGet]; get && methods[http.MethodHead] == nil {
+			allow = append(allow, http.MethodHead)
 		}
 		sort.Strings(allow)
 		resp := plain(http.StatusMethodNotAllowed, req.Method+" is not allowed here; use "+strings.Join(allow, ", "))
@@ -187,7 +256,9 @@ func (s *Server) answer(req *http.Request) *http.Response {
 		return resp
 	}
 	w := &responseWriter{header: http.Header{}}
-	h(w, req)
+	if !s.run(h, w, req) {
+		return plain(http.StatusInternalServerError, http.StatusText(http.StatusInternalServerError))
+	}
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -197,6 +268,37 @@ func (s *Server) answer(req *http.Request) *http.Response {
 	return response(w.status, w.header, w.body.Bytes())
 }
 
+// run calls h and says whether it returned: a panic is logged, not left to
+// stop the daemon.
+func (s *Server) run(h http.HandlerFunc, w http.ResponseWriter, req *http.Request) (returned bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.warn("local HTTP: %s %s panicked: %v\n%s", req.Method, req.URL.Path, p, debug.Stack())
+		}
+	}()
+	h(w, req)
+	return true
+}
+
+// warn logs a complaint unless another was logged less than warnEvery ago;
+// the next one logged counts those left out.
+func (s *Server) warn(format string, args ...any) {
+	s.mu.Lock()
+	now := s.now()
+	if !s.lastWarn.IsZero() && now.Sub(s.lastWarn) < warnEvery {
+		s.suppressed++
+		s.mu.Unlock()
+		return
+	}
+	left := s.suppressed
+	s.lastWarn, s.suppressed = now, 0
+	s.mu.Unlock()
+	if left > 0 {
+		format += " (%d more warnings since the last one were not logged)"
+		args = append(args, left)
+	}
+	s.logf(format, args...)
+}
 func response(status int, header http.Header, body []byte) *http.Response {
 	return &http.Response{
 		StatusCode:    status,
