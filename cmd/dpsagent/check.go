@@ -93,10 +93,17 @@ func (k *checker) run(ctx context.Context) {
 	var backend keys.Backend
 	live, err := daemonStatus(k.cfg)
 	daemon := err == nil
-	if daemon {
+	switch {
+	case daemon:
 		// A TPM behind a raw socket serves one client: leave it to the daemon.
 		k.add("TPM", true, "in use by the running daemon (state: "+string(live.State)+")", "")
-	} else {
+	case !errors.Is(err, errNoDaemon):
+		// The socket is there but does not answer as it should: a daemon
+		// may be running and using the TPM, so it is left alone too.
+		k.add("local API", false, err.Error(),
+			"run dpsagent check as root or as a member of group dpsagent; if the daemon does not answer, see journalctl -u dpsagent and restart it")
+		k.warn("TPM", "not looked at: a daemon seems to be running and may be using it", "")
+	default:
 		backend = k.tpm()
 	}
 	if backend != nil {

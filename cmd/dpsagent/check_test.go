@@ -129,3 +129,41 @@ func TestCheckProvisionedGateway(t *testing.T) {
 		}
 	}
 }
+
+// A daemon that cannot be asked (here: a socket that answers garbage) is not
+// a stopped daemon: check says what failed and leaves the TPM alone, which
+// the daemon may be using.
+func TestCheckUnansweringDaemon(t *testing.T) {
+	cfgPath, _ := checkEnv(t)
+	cfg, err := loadConfig(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(runtimeDir(cfg), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", socketPath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("not HTTP at all\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	code, out := runCheck(t, "-c", cfgPath)
+	if code != exitFailure {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitFailure, out)
+	}
+	for _, want := range []string{"✗ local API", "group dpsagent", "! TPM", "not looked at"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
