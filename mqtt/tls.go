@@ -8,6 +8,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dpsagent/dpsagent/tpm/keys"
 )
@@ -83,7 +85,8 @@ func ParseEndpoint(endpoint string, defaultPort int) (serverName, address string
 	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
 		host = s[1 : len(s)-1]
 	}
-	if host == "" || strings.ContainsAny(host, "/ []") || (strings.Contains(host, ":") && net.ParseIP(host) == nil) {
+	if host == "" || strings.ContainsAny(host, "/ []") || (strings.Contains(host, ":") && net.ParseIP(host) == nil) ||
+		!utf8.ValidString(host) || strings.ContainsFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
 		return "", "", fmt.Errorf("endpoint %q: the host is not valid: use host[:port], with an IPv6 address in brackets", endpoint)
 	}
 	n, err := strconv.Atoi(port)

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,26 +37,21 @@ var ErrBadSpec = errors.New("TPM not understood")
 // is sent TPM2_Startup(CLEAR).
 func Open(spec string, opts Options) (*TPM, error) {
 	log := opts.logger()
-	if spec == "" {
-		spec = DefaultDevice
+	tg, err := parseSpec(spec)
+	if err != nil {
+		return nil, err
 	}
-	var (
-		tr  transport.TPMCloser
-		err error
-	)
-	switch {
-	case strings.HasPrefix(spec, "tcp:"):
-		tr, err = dialStream("tcp", strings.TrimPrefix(spec, "tcp:"), spec)
-	case strings.HasPrefix(spec, "unix:"):
-		tr, err = dialStream("unix", strings.TrimPrefix(spec, "unix:"), spec)
-	case strings.HasPrefix(spec, "/"):
-		if spec != DefaultDevice {
-			log.Warn("using a TPM device without the kernel resource manager; objects left by other programs can fill its few slots",
-				zap.String("device", spec), zap.String("recommended", DefaultDevice))
-		}
-		tr, err = openDevice(spec)
+	spec = tg.String()
+	var tr transport.TPMCloser
+	switch tg.network {
+	case "tcp", "unix":
+		tr, err = dialStream(tg.network, tg.addr, spec)
 	default:
-		return nil, fmt.Errorf("%w: %q: use a device path (%s), unix:PATH or tcp:HOST:PORT", ErrBadSpec, spec, DefaultDevice)
+		if tg.addr != DefaultDevice {
+			log.Warn("using a TPM device without the kernel resource manager; objects left by other programs can fill its few slots",
+				zap.String("device", tg.addr), zap.String("recommended", DefaultDevice))
+		}
+		tr, err = openDevice(tg.addr)
 	}
 	if err != nil {
 		return nil, err
@@ -67,6 +63,57 @@ func Open(spec string, opts Options) (*TPM, error) {
 	}
 	t.spec = spec
 	return t, nil
+}
+
+// target is where a TPM spec points: a device node, or a socket to dial.
+type target struct {
+	network string // "device", "tcp" or "unix"
+	addr    string // the device path, or the address to dial
+}
+
+// String is the spec that names t.
+func (t target) String() string {
+	if t.network == "device" {
+		return t.addr
+	}
+	return t.network + ":" + t.addr
+}
+
+// parseSpec reads the TPM string Open takes, without touching the system. A
+// malformed one is a configuration mistake, so it must not reach the dialer,
+// whose errors ("missing port in address") come with advice for a TPM that
+// is down. Every error wraps ErrBadSpec and quotes the spec.
+func parseSpec(spec string) (target, error) {
+	if spec == "" {
+		spec = DefaultDevice
+	}
+	if strings.ContainsFunc(spec, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return target{}, fmt.Errorf("%w: %q holds a control character: use a device path (%s), unix:PATH or tcp:HOST:PORT", ErrBadSpec, spec, DefaultDevice)
+	}
+	if strings.TrimSpace(spec) != spec {
+		return target{}, fmt.Errorf("%w: %q has white space around it: remove it", ErrBadSpec, spec)
+	}
+	switch {
+	case strings.HasPrefix(spec, "tcp:"):
+		addr := strings.TrimPrefix(spec, "tcp:")
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return target{}, fmt.Errorf("%w: %q: use tcp:HOST:PORT, such as tcp:127.0.0.1:2321 (an IPv6 address in brackets)", ErrBadSpec, spec)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return target{}, fmt.Errorf("%w: %q: the port is not a number from 1 to 65535: use tcp:HOST:PORT, such as tcp:127.0.0.1:2321", ErrBadSpec, spec)
+		}
+		return target{network: "tcp", addr: addr}, nil
+	case strings.HasPrefix(spec, "unix:"):
+		path := strings.TrimPrefix(spec, "unix:")
+		if path == "" {
+			return target{}, fmt.Errorf("%w: %q names no socket: use unix:PATH, such as unix:/run/swtpm/sock", ErrBadSpec, spec)
+		}
+		return target{network: "unix", addr: path}, nil
+	case strings.HasPrefix(spec, "/"):
+		return target{network: "device", addr: spec}, nil
+	}
+	return target{}, fmt.Errorf("%w: %q: use a device path (%s), unix:PATH or tcp:HOST:PORT", ErrBadSpec, spec, DefaultDevice)
 }
 
 func dialStream(network, addr, spec string) (transport.TPMCloser, error) {

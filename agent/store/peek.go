@@ -35,8 +35,11 @@ func Peek(dir string) (*Manifest, error) {
 		}
 		return nil, fmt.Errorf("the state in %s is unreadable (%w); the agent will set it aside and provision afresh at its next start", dir, err)
 	}
-	if err := m.validate(); err != nil {
+	// The same rule as Open: a staged next identity that is unusable is
+	// dropped and the current one kept, so show what the agent goes on with.
+	use, _, err := settle(m, func(*Manifest) error { return nil })
+	if err != nil {
 		return nil, fmt.Errorf("the state in %s is inconsistent (%w); the agent will set it aside and provision afresh at its next start", dir, err)
 	}
-	return m, nil
+	return use, nil
 }

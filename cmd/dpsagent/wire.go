@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -180,7 +181,9 @@ func onboardingAuth(cfg *Config, backend keys.Backend) (dps.Auth, error) {
 	return dps.X509(key, chain), nil
 }
 
-// readCertificates reads a PEM chain as DER, in file order.
+// readCertificates reads a PEM chain as DER, in file order. Every CERTIFICATE
+// block must parse, as the service's trust pool requires of a bundle, and as
+// DPS requires of each certificate presented in the handshake.
 func readCertificates(path string) ([][]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -194,6 +197,9 @@ func readCertificates(path string) ([][]byte, error) {
 			break
 		}
 		if b.Type == "CERTIFICATE" {
+			if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+				return nil, fmt.Errorf("certificate %d in %s does not parse: %w", len(chain)+1, path, err)
+			}
 			chain = append(chain, b.Bytes)
 		}
 	}

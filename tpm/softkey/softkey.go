@@ -45,7 +45,7 @@ func (b *Backend) CreateKey(alg keys.Algorithm) (keys.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate %s software key: %w", alg, err)
 	}
-	return newKey(priv)
+	return keyOrNil(newKey(priv))
 }
 
 // LoadKey parses a PKCS#8 PEM blob, as written by Key.Blob.
@@ -65,7 +65,16 @@ func (b *Backend) LoadKey(blob []byte) (keys.Key, error) {
 	if !ok {
 		return nil, fmt.Errorf("read software key: %T cannot sign", parsed)
 	}
-	return newKey(signer)
+	return keyOrNil(newKey(signer))
+}
+
+// keyOrNil returns a nil keys.Key with an error: returning newKey's nil *Key
+// as it is would make a non-nil interface holding a nil pointer.
+func keyOrNil(k *Key, err error) (keys.Key, error) {
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // Close does nothing; software keys hold no device.
