@@ -277,16 +277,22 @@ func (e *Emulator) patchDesired(w http.ResponseWriter, r *http.Request) {
 		hubName string
 		doc     json.RawMessage
 	)
-	if !e.state.WithDevice(r.PathValue("id"), func(d *Device) {
+	found, err := e.state.updateDevice(r.PathValue("id"), func(d *Device) {
 		MergePatch(d.Twin.Desired, patch)
 		d.Twin.DesiredVersion++
 		version, hubName, doc = d.Twin.DesiredVersion, d.Hub, d.Twin.JSON()
-	}) {
+	})
+	if !found {
 		writeError(w, http.StatusNotFound, "no device %q", r.PathValue("id"))
 		return
 	}
+	// The twin has changed, saved or not: the device learns of it either way.
 	if h, ok := e.hubs[hubName]; ok {
 		h.PushDesired(r.PathValue("id"), patch, version)
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "desired properties changed to $version %d but not saved, so a restart would lose them: %v", version, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, doc)
 }
@@ -416,11 +422,17 @@ func (e *Emulator) revokeDevice(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "revoke %q: %v", d.DeviceID, err)
 		return
 	}
-	e.state.WithDevice(d.DeviceID, func(d *Device) { d.Revoked = true })
+	_, saveErr := e.state.updateDevice(d.DeviceID, func(d *Device) { d.Revoked = true })
 	if h, ok := e.hubs[d.Hub]; ok {
 		// Azure rejects the revoked certificate at the next connection; closing
 		// the current one makes that happen now, as a hub restart would.
 		h.Disconnect(d.DeviceID, errors.New("certificates revoked"))
+	}
+	if saveErr != nil {
+		// The certificates stay refused (the device PKI saved that); only the
+		// registry's revoked flag may be lost in a restart.
+		writeError(w, http.StatusInternalServerError, "revoked %q, but the device registry was not saved: %v", d.DeviceID, saveErr)
+		return
 	}
 	e.log.Info("device certificates revoked", zap.String("device", d.DeviceID))
 	d, _ = e.state.Device(d.DeviceID)

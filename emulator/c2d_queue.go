@@ -55,7 +55,8 @@ import (
 //     (HTTP 403) (C2D guide, quotas page, error codes).
 //   - A message past its expiry is dead-lettered, never delivered (C2D guide);
 //     the emulator drops it and logs why. Feedback messages are not emulated.
-//   - The queue is in memory: the emulator keeps no hub state across restarts.
+//   - The queue is in memory: a restart empties it, though the device
+//     registry and twins are kept (registry_store.go says why).
 
 // c2dMaxQueued is how many messages may wait for one device.
 const c2dMaxQueued = 50
@@ -114,7 +115,7 @@ type c2dEntry struct {
 	topic      string
 	enqueued   time.Time
 	expires    time.Time
-	deliveries int // publishes that reached the wire
+	deliveries int // publishes made (counted as they start)
 	// sentTo is the session the message was published to, awaiting its
 	// PUBACK (attempt); nil while the message waits.
 	sentTo  *hubSession
@@ -328,7 +329,10 @@ func (h *hub) deliverC2D(key string) {
 	var batch []*c2dEntry
 	for _, e := range q.entries {
 		if e.sentTo == nil {
+			// Counted before the publish: the device may have the message,
+			// and the admin API be asked about it, before Publish returns.
 			e.sentTo, e.attempt, e.qos = s, nil, qos
+			e.deliveries++
 			batch = append(batch, e)
 		}
 	}
@@ -341,6 +345,7 @@ func (h *hub) deliverC2D(key string) {
 			for _, back := range batch[i:] {
 				if back.sentTo == s && back.attempt == nil {
 					back.sentTo = nil
+					back.deliveries-- // it never reached the wire
 				}
 			}
 			q.mu.Unlock()
@@ -348,7 +353,6 @@ func (h *hub) deliverC2D(key string) {
 		}
 		q.mu.Lock()
 		e.attempt = d
-		e.deliveries++
 		q.mu.Unlock()
 		s.log.Info("cloud-to-device message sent", zap.String("message_id", e.msg.MessageID), zap.Uint8("qos", qos),
 			zap.Int("delivery", e.deliveries), zap.Int("bytes", len(e.msg.Body)))

@@ -7,5 +7,7 @@
 //
 // The MQTT framing lives in emulator/mqttsrv and the certificate authorities in
 // emulator/pki; this package holds the service model (enrollments, devices,
-// operations, faults) and the DPS and hub front-ends built on it.
+// operations, faults) and the DPS and hub front-ends built on it. The hubs'
+// device registry and twins are kept in the data directory across restarts
+// (registry.go, registry_store.go), as the CAs are.
 package emulator

@@ -159,7 +159,7 @@ func (d *dps) assign(op *dpsOperation, now time.Time) (dpsAssignment, error) {
 	a.hub, _ = d.e.cfg.hub(target)
 	a.substatus = substatus
 	dev.Hub = target
-	previous := d.e.state.AssignDevice(dev, resetTwin)
+	previous, seq := d.e.state.assign(dev, resetTwin)
 	if !known {
 		d.mu.Lock()
 		d.firstHubs[key] = dpsFirstHub(first, target)
@@ -171,6 +171,10 @@ func (d *dps) assign(op *dpsOperation, now time.Time) (dpsAssignment, error) {
 		if h := d.e.hubs[previous]; h != nil {
 			h.Disconnect(a.deviceID, fmt.Errorf("re-provisioned by DPS to hub %s", target))
 		}
+	}
+	// Saved outside assignMu: assignments of other devices need not wait.
+	if err := d.e.state.save(key, seq); err != nil {
+		return a, fmt.Errorf("device %q is assigned in memory but not saved, so a restart would lose it: %w", a.deviceID, err)
 	}
 	return a, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dpsagent/dpsagent/emulator/internal/atomicfile"
 	"github.com/dpsagent/dpsagent/emulator/mqttsrv"
 	"github.com/dpsagent/dpsagent/emulator/pki"
 )
@@ -99,9 +100,19 @@ func New(cfg Config, dataDir string, opts Options) (*Emulator, error) {
 	if err != nil {
 		return nil, err
 	}
+	state := NewState(cfg.Enrollments)
+	if err := state.openRegistry(filepath.Join(dataDir, RegistryDir), log.Named("registry")); err != nil {
+		return nil, err
+	}
+	for hub, n := range state.HubLoad() {
+		if _, ok := cfg.hub(hub); !ok {
+			log.Warn("the device registry holds devices of a hub the configuration does not have; they are refused until DPS assigns them again",
+				zap.String("hub", hub), zap.Int("devices", n))
+		}
+	}
 	e := &Emulator{
 		cfg: cfg, dataDir: dataDir, log: log, now: now,
-		state: NewState(cfg.Enrollments), faults: NewFaults(nil),
+		state: state, faults: NewFaults(nil),
 		deviceCA: deviceCA, serverCA: serverCA, keyPolicy: policy,
 		hubs: map[string]*hub{},
 	}
@@ -277,28 +288,13 @@ func (e *Emulator) Close() error {
 	return errors.Join(errs...)
 }
 
+// writeJSONAtomic replaces path with v, indented, through atomicfile.
 func writeJSONAtomic(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
-	}
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, append(data, '\n'))
 }
 
 // logDate is a log field for a calendar time (a certificate's notAfter, an

@@ -17,8 +17,8 @@ import (
 // hub is one IoT Hub's device endpoint: MQTT 3.1.1 with SAS or X.509
 // authentication, telemetry, the device twin, direct methods and the
 // credential API (issueCertificate), as reference §2 describes them. Devices
-// exist in the State once DPS has assigned them; the hub serves only those
-// assigned to it.
+// exist in the State once DPS has assigned them, and across restarts
+// (registry_store.go); the hub serves only those assigned to it.
 //
 // Files: hub_connect.go authenticates a CONNECT, hub_session.go runs an
 // accepted connection, hub_twin.go and hub_methods.go serve the twin and

@@ -293,12 +293,16 @@ func (h *hub) completeCredentialOp(key string, op *hubCredentialOp) {
 	} else {
 		body = h.credentialResult(op, chain)
 		leaf, _ := x509.ParseCertificate(chain[0])
-		h.e.state.WithDevice(key, func(d *Device) {
+		if _, err := h.e.state.updateDevice(key, func(d *Device) {
 			d.Issued, d.Revoked = true, false
 			if leaf != nil {
 				d.Certificate = NewCertificateInfo(leaf)
 			}
-		})
+		}); err != nil {
+			// The certificate is good until a restart, which may forget
+			// that the device has one: say so, and deliver it anyway.
+			log.Error("certificate issued but the device registry not saved", zap.Error(err))
+		}
 		if leaf != nil {
 			log.Info("certificate issued through the credential API", zap.String("serial", NewCertificateInfo(leaf).Serial),
 				zap.String("subject", leaf.Subject.String()), logDate("not_after", leaf.NotAfter))

@@ -78,11 +78,21 @@ func newHubEnvClock(t *testing.T, mutate func(*Config), now func() time.Time) *h
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	return openHubEnv(t, cfg, t.TempDir(), now, nil)
+}
+
+// openHubEnv runs an emulator with cfg over the data directory dir; now nil
+// is time.Now, and prepare, if not nil, adjusts the emulator before it starts.
+func openHubEnv(t *testing.T, cfg Config, dir string, now func() time.Time, prepare func(*Emulator)) *hubEnv {
+	t.Helper()
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
-	e, err := New(cfg, t.TempDir(), Options{Logger: log, Now: now})
+	e, err := New(cfg, dir, Options{Logger: log, Now: now})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(e)
 	}
 	ep, err := e.Start()
 	if err != nil {

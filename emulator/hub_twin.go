@@ -49,12 +49,19 @@ func (s *hubSession) twinPatchReported(req hubRequest, payload []byte) error {
 			return hubTwinAnswer{status: herr.status(), body: herr.body(s.h.e.now())}
 		}
 		version := 0
-		if !s.h.e.state.WithDevice(s.key, func(d *Device) {
+		found, err := s.h.e.state.updateDevice(s.key, func(d *Device) {
 			MergePatch(d.Twin.Reported, patch)
 			d.Twin.ReportedVersion++
 			version = d.Twin.ReportedVersion
-		}) {
+		})
+		switch {
+		case !found:
 			return hubTwinAnswer{status: 404, body: newHubError(404001, "device %q no longer exists", s.deviceID).body(s.h.e.now())}
+		case err != nil:
+			// The patch applied in memory; the device is told it may not
+			// survive a restart, as IoT Hub tells it of an internal error.
+			s.log.Error("reported properties updated but not saved", zap.Int("version", version), zap.Error(err))
+			return hubTwinAnswer{status: 500, body: newHubError(500001, "reported properties $version %d could not be saved", version).body(s.h.e.now())}
 		}
 		s.log.Info("reported properties updated", zap.Int("version", version))
 		return hubTwinAnswer{status: 204, query: "&$version=" + strconv.Itoa(version)}

@@ -135,18 +135,29 @@ const maxTelemetryKept = 1000
 
 // State is the service model shared by the DPS and hub front-ends and the admin
 // API. One mutex guards it: operations are short and the emulator's throughput
-// goal is far below what that allows.
+// goal is far below what that allows. The devices are saved in the data
+// directory when the Emulator opens one (registry_store.go); a State made by
+// NewState alone keeps them in memory.
 type State struct {
 	mu            sync.Mutex
 	enrollments   map[string]*Enrollment // by Key()
 	devices       map[string]*Device     // by device ID (lower case: IDs are case-insensitive)
 	registrations []Registration
 	regIndex      map[string]int // operation ID -> index in registrations
+
+	// store saves the device registry; nil keeps it in memory only. changes
+	// numbers the changes it saves, and lastChange is each device's latest.
+	store      *registryStore
+	changes    uint64
+	lastChange map[string]uint64 // by key
 }
 
 // NewState holds the given enrollments.
 func NewState(enrollments []Enrollment) *State {
-	s := &State{enrollments: map[string]*Enrollment{}, devices: map[string]*Device{}, regIndex: map[string]int{}}
+	s := &State{
+		enrollments: map[string]*Enrollment{}, devices: map[string]*Device{}, regIndex: map[string]int{},
+		lastChange: map[string]uint64{},
+	}
 	for i := range enrollments {
 		e := enrollments[i]
 		s.enrollments[e.Key()] = &e
@@ -253,6 +264,8 @@ func (s *State) HubLoad() map[string]int {
 }
 
 // WithDevice runs fn on the device under the state's lock. fn must not block.
+// What fn changes is not saved in the device registry: it is for reads and for
+// what a restart ends anyway (connection state, telemetry); updateDevice saves.
 func (s *State) WithDevice(deviceID string, fn func(*Device)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -283,10 +296,18 @@ func (s *State) Devices() []string {
 	return ids
 }
 
-// AssignDevice creates or updates the device DPS assigned. It returns the
-// previous hub ("" for a new device). A reset replaces the twin; a migration
-// keeps it.
+// AssignDevice creates or updates the device DPS assigned and saves it in the
+// device registry. It returns the previous hub ("" for a new device). A reset
+// replaces the twin; a migration keeps it. A failure to save is logged, and
+// the device stays in memory; DPS, which can report it, uses assign and save.
 func (s *State) AssignDevice(d Device, resetTwin bool) (previousHub string) {
+	previousHub, seq := s.assign(d, resetTwin)
+	_ = s.save(strings.ToLower(d.DeviceID), seq) // a failure is logged by the store
+	return previousHub
+}
+
+// assign is AssignDevice in memory; it returns the change for save.
+func (s *State) assign(d Device, resetTwin bool) (previousHub string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := strings.ToLower(d.DeviceID)
@@ -305,7 +326,25 @@ func (s *State) AssignDevice(d Device, resetTwin bool) (previousHub string) {
 		d.Twin = NewTwin()
 	}
 	s.devices[key] = &d
-	return previousHub
+	return previousHub, s.noteLocked(key)
+}
+
+// updateDevice runs fn on the device under the state's lock, as WithDevice
+// does, then saves the device registry: for changes IoT Hub keeps (twin,
+// credentials, revocation). It reports whether the device exists; an error
+// means the change is made in memory but not saved.
+func (s *State) updateDevice(deviceID string, fn func(*Device)) (bool, error) {
+	key := strings.ToLower(deviceID)
+	s.mu.Lock()
+	d, ok := s.devices[key]
+	if !ok {
+		s.mu.Unlock()
+		return false, nil
+	}
+	fn(d)
+	seq := s.noteLocked(key)
+	s.mu.Unlock()
+	return true, s.save(key, seq)
 }
 
 // String is for logs.

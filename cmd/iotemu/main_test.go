@@ -216,6 +216,26 @@ func TestServeRefusesABadConfig(t *testing.T) {
 	}
 }
 
+// A device registry that cannot be read stops serve before it listens, with
+// an error naming the file and what to do; the file is left alone.
+func TestServeRefusesADamagedRegistry(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(filepath.Join(data, emulator.RegistryDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const torn = `{"format_version":1,"device_id":"gw`
+	file := writeFile(t, filepath.Join(data, emulator.RegistryDir), "gw.json", torn)
+	cfg := writeFile(t, dir, "iotemu.yaml", loopbackConfig)
+	code, stdout, stderr := runToEnd(t, "serve", "--data", data, "--config", cfg)
+	if code != 1 || strings.Contains(stdout, "ready") || !strings.Contains(stderr, file) || !strings.Contains(stderr, "delete it") {
+		t.Errorf("serve over a torn device file: exit %d, stdout %q, stderr %q; want exit 1 naming %s and the fix", code, stdout, stderr, file)
+	}
+	if got := string(readFile(t, file)); got != torn {
+		t.Errorf("the device file was rewritten: %q", got)
+	}
+}
+
 // serve on port-0 listeners prints its ready line once everything is up,
 // writes the actual addresses to endpoints.json, answers on the admin API, and
 // exits cleanly when told to. A second run on the same data directory keeps

@@ -24,12 +24,14 @@ Without --config: ID scope 0ne00000001, DPS on localhost:8883, hub "hub1" on
 enrollments (create them through POST /api/enrollments).
 
 Devices trust DATA/tls-ca.pem for the servers; issued certificates chain to
-DATA/device-root.pem. Once every listener is up, DATA/endpoints.json holds the
+DATA/device-root.pem. The devices DPS assigned, their credentials and twins are
+kept in DATA/devices/ (a file each), so they reconnect after a restart without
+registering again. Once every listener is up, DATA/endpoints.json holds the
 actual addresses and a line starting with "ready" is printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
-				return errors.New("--data is required: the directory that keeps the CAs across restarts")
+				return errors.New("--data is required: the directory that keeps the CAs and the device registry across restarts")
 			}
 			cfg, err := emulator.LoadConfig(configFile)
 			if err != nil {
@@ -50,7 +52,7 @@ actual addresses and a line starting with "ready" is printed.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data", "", "directory for the CAs, endpoints.json and other state")
+	cmd.Flags().StringVar(&dataDir, "data", "", "directory for the CAs, the device registry, endpoints.json and other state")
 	cmd.Flags().StringVar(&configFile, "config", "", "YAML configuration (default: the built-in defaults)")
 	return cmd
 }

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/dpsagent/dpsagent/emulator/internal/atomicfile"
 )
 
 // Names of the files in the data directory. The certificates are exported
@@ -26,60 +28,13 @@ const (
 	serverCAKeyFile       = "tls-ca.key"
 )
 
-// fileMode is used for every file, certificates included: the directory is
-// the emulator's private state, and one mode for all keeps the rule simple.
-const (
-	fileMode = 0o600
-	dirMode  = 0o700
-)
-
-// writeFileAtomic replaces dir/name with data so that a crash leaves the old
-// content or the new, never a torn file: a temporary file in the same
-// directory is written and synced, renamed over the target, and the
-// directory is synced so the rename itself survives a power cut.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(fileMode); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
-}
+// dirMode is the data directory's: it is the emulator's private state. Every
+// file in it is written through atomicfile, mode 0600, certificates included:
+// one mode for all keeps the rule simple.
+const dirMode = 0o700
 
 func writePEM(dir, name, blockType string, der []byte) error {
-	return writeFileAtomic(dir, name, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}))
+	return atomicfile.Write(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}))
 }
 
 // readPEM returns the DER of the one blockType block in dir/name.

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dpsagent/dpsagent/emulator/internal/atomicfile"
 )
 
 // Revocation follows Azure's model rather than CRLs: every device
@@ -110,7 +112,7 @@ func saveRevocations(dir string, devices map[string]revokedDevice) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", deviceRevocationsFile, err)
 	}
-	return writeFileAtomic(dir, deviceRevocationsFile, append(data, '\n'))
+	return atomicfile.Write(filepath.Join(dir, deviceRevocationsFile), append(data, '\n'))
 }
 
 // loadRevocations reads the revocations file; no file means no revocations.

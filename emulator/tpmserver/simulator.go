@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/dpsagent/dpsagent/emulator/internal/atomicfile"
 )
 
 // seedFile holds the simulator's hierarchy seed, so that keys created by one
@@ -63,11 +65,7 @@ func loadSeed(dir string) (int64, error) {
 		return 0, err
 	}
 	seed := int64(binary.BigEndian.Uint64(b[:]) >> 1)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatInt(seed, 10)+"\n"), 0o600); err != nil {
-		return 0, fmt.Errorf("write TPM state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, []byte(strconv.FormatInt(seed, 10)+"\n")); err != nil {
 		return 0, fmt.Errorf("write TPM state: %w", err)
 	}
 	return seed, nil
