@@ -354,9 +354,9 @@ func (k *checker) report(w io.Writer, asJSON bool) int {
 		case r.Warn:
 			mark = "!"
 		}
-		fmt.Fprintf(w, "%s %-18s %s\n", mark, r.Name, r.Detail)
+		fmt.Fprintf(w, "%s %-18s %s\n", mark, r.Name, printable(r.Detail))
 		if r.Hint != "" {
-			fmt.Fprintf(w, "  %-18s → %s\n", "", r.Hint)
+			fmt.Fprintf(w, "  %-18s → %s\n", "", printable(r.Hint))
 		}
 	}
 	if failed == 0 {

@@ -59,6 +59,19 @@ running the facts are live; without it they come from the state directory.`,
 	return cmd
 }
 
+// printable makes text that came from outside (a cloud's error message, a
+// hub name, a file) safe to print on a terminal as one line: control
+// characters, C1 included (U+009B acts as an escape on some terminals),
+// become spaces and invalid UTF-8 becomes "?".
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+}
+
 // renderStatus is the one screen an operator reads.
 func renderStatus(w io.Writer, v statusView, now time.Time) {
 	source := "live from the daemon"
@@ -68,7 +81,9 @@ func renderStatus(w io.Writer, v statusView, now time.Time) {
 	fmt.Fprintf(w, "dpsagent: %s (%s)\n\n", stateSentence(v), source)
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	section := func(name string) { fmt.Fprintf(t, "%s\n", name) }
-	row := func(k, format string, args ...any) { fmt.Fprintf(t, "  %s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row := func(k, format string, args ...any) {
+		fmt.Fprintf(t, "  %s\t%s\n", k, printable(fmt.Sprintf(format, args...)))
+	}
 
 	section("Registration")
 	row("ID scope", "%s", orUnknown(v.IDScope))

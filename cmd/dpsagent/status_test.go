@@ -148,3 +148,22 @@ func TestOfflineStatusFromTheStateDirectory(t *testing.T) {
 		t.Errorf("stored identity with an error: %+v", v)
 	}
 }
+
+// Text from outside (here a cloud's error message) cannot move the cursor,
+// clear the screen or recolour the operator's terminal.
+func TestStatusPrintsOutsideTextSafely(t *testing.T) {
+	hint := "retry\x1b]0;pwned\x07"
+	v := statusView{SchemaVersion: 1, Source: "state_dir", RegistrationID: "gw",
+		LastError: &errorView{At: time.Unix(0, 0), Message: "bad\x1b[2J\u009b31m \xff\nline\ttab", Hint: &hint}}
+	var b strings.Builder
+	renderStatus(&b, v, time.Unix(60, 0))
+	out := b.String()
+	for _, bad := range []string{"\x1b", "\x9b", "\x07", "\xff", "\t"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the status screen holds %q:\n%q", bad, out)
+		}
+	}
+	if !strings.Contains(out, "bad [2J 31m ? line tab") {
+		t.Errorf("the message is not kept readable:\n%s", out)
+	}
+}
