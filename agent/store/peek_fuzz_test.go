@@ -48,15 +48,31 @@ func FuzzPeek(f *testing.F) {
 	f.Add([]byte(`{not json`))
 	f.Add([]byte(`{"format_version": 1e0}`))
 
-	peekDir := filepath.Join(f.TempDir(), "peek")
-	if err := os.Mkdir(peekDir, 0o700); err != nil {
-		f.Fatal(err)
-	}
-	openRoot := f.TempDir()
+	root := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := os.WriteFile(filepath.Join(peekDir, manifestName), data, 0o600); err != nil {
-			t.Fatal(err)
+		// Two copies of a directory with this manifest and the files it
+		// names: one for Peek, one for the daemon's view (Open).
+		stateDir := func(prefix string) string {
+			dir, err := os.MkdirTemp(root, prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			if err := os.WriteFile(filepath.Join(dir, manifestName), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if m, _, err := decodeManifest(data); err == nil {
+				for _, name := range m.files() {
+					if checkBlobName(name) == nil {
+						if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			return dir
 		}
+		peekDir := stateDir("peek-")
 		pm, perr := Peek(peekDir)
 		if (pm == nil) == (perr == nil) {
 			t.Fatalf("Peek = %+v, %v: want exactly one", pm, perr)
@@ -64,25 +80,7 @@ func FuzzPeek(f *testing.F) {
 		if perr != nil && !strings.Contains(perr.Error(), peekDir) {
 			t.Fatalf("Peek's error does not name the directory: %v", perr)
 		}
-
-		// The daemon's view: the same manifest, and the files it names.
-		dir, err := os.MkdirTemp(openRoot, "state-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer os.RemoveAll(dir)
-		if err := os.WriteFile(filepath.Join(dir, manifestName), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if m, _, err := decodeManifest(data); err == nil {
-			for _, name := range m.files() {
-				if checkBlobName(name) == nil {
-					if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-		}
+		dir := stateDir("state-")
 		s, oerr := Open(dir, Options{Now: func() time.Time { return fixedNow }})
 		if oerr != nil {
 			if perr == nil {

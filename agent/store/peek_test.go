@@ -50,3 +50,37 @@ func TestPeekReportsProblems(t *testing.T) {
 		t.Error("a missing directory is not an empty state")
 	}
 }
+
+// Peek judges as Open does: a manifest over the size limit, or one that names
+// files that are not there, is what the daemon would set aside.
+func TestPeekJudgesAsOpenDoes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(data []byte) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, manifestName), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(append([]byte(`{"format_version": 1, "id_scope": "`), append([]byte(strings.Repeat("x", maxManifestSize)), `"}`...)...))
+	if _, err := Peek(dir); err == nil || !strings.Contains(err.Error(), "larger than") || !strings.Contains(err.Error(), "set it aside") {
+		t.Errorf("an oversized manifest: err = %v", err)
+	}
+
+	id := testIdentity("A", "key-0123456789abcdef.blob", "chain-0123456789abcdef.pem")
+	data, err := encodeManifest(&Manifest{IDScope: "0ne00000001", Current: &id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(data)
+	if _, err := Peek(dir); err == nil || !strings.Contains(err.Error(), "does not exist") || !strings.Contains(err.Error(), "set it aside") {
+		t.Errorf("a manifest naming missing files: err = %v", err)
+	}
+	for _, name := range []string{id.KeyFile, id.ChainFile} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, err := Peek(dir); err != nil || m.Current == nil || m.Current.KeyFile != id.KeyFile {
+		t.Errorf("with the files there: %+v, %v", m, err)
+	}
+}

@@ -68,6 +68,9 @@ func (s *Store) recover() error {
 	return err
 }
 
+// errManifestTooLarge: the manifest is over maxManifestSize, which is damage.
+var errManifestTooLarge = errors.New("state too large")
+
 // readManifest reads at most maxManifestSize bytes; more is corruption.
 func readManifest(path string) ([]byte, error) {
 	f, err := os.Open(path)
@@ -80,7 +83,7 @@ func readManifest(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", manifestName, err)
 	}
 	if len(data) > maxManifestSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", manifestName, maxManifestSize)
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", errManifestTooLarge, manifestName, maxManifestSize)
 	}
 	return data, nil
 }

@@ -229,7 +229,11 @@ func dropped(before, after []string) []string {
 // checkFiles confirms every file m names is a non-empty regular file. The
 // store writes a file completely before any manifest names it, so an empty or
 // missing one means the directory was damaged from outside.
-func (s *Store) checkFiles(m *Manifest) error {
+func (s *Store) checkFiles(m *Manifest) error { return checkFiles(s.dir, m) }
+
+// checkFiles checks that the files m names in dir are there: regular and
+// not empty. It only looks, so Peek uses it too.
+func checkFiles(dir string, m *Manifest) error {
 	for _, which := range []struct {
 		name string
 		id   *Identity
@@ -240,7 +244,7 @@ func (s *Store) checkFiles(m *Manifest) error {
 		for _, f := range []struct{ field, name string }{
 			{"key_file", which.id.KeyFile}, {"chain_file", which.id.ChainFile},
 		} {
-			fi, err := os.Lstat(filepath.Join(s.dir, f.name))
+			fi, err := os.Lstat(filepath.Join(dir, f.name))
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
 				return fmt.Errorf("%s.%s %q does not exist", which.name, f.field, f.name)
