@@ -27,6 +27,16 @@ func (h *harness) waitReportedRequest(t *testing.T, want string) {
 	})
 }
 
+// provisionOnce runs the agent until it is connected and has reported that
+// it handled no request, then stops it.
+func (h *harness) provisionOnce(t *testing.T) {
+	t.Helper()
+	_, stop := h.run(t)
+	h.waitConnected(t)
+	h.waitReportedRequest(t, "")
+	stop()
+}
+
 // noRenewal checks, for a while, that the hub issues nothing.
 func (h *harness) noRenewal(t *testing.T, why string) {
 	t.Helper()
@@ -41,10 +51,7 @@ func (h *harness) noRenewal(t *testing.T, why string) {
 // again after another restart.
 func TestTwinRequestMadeWhileAwayIsHandledOnce(t *testing.T) {
 	h := newHarness(t)
-	_, stop := h.run(t)
-	h.waitConnected(t)
-	h.waitReportedRequest(t, "")
-	stop()
+	h.provisionOnce(t)
 
 	h.setDesiredRequest("rotate-2026-12")
 	a, stop := h.run(t)
@@ -82,16 +89,13 @@ func TestTwinRequestOlderThanAFreshCertificate(t *testing.T) {
 // standing request is recorded, and the fleet does not renew at once.
 func TestTwinRequestAfterUpgradeFromAnOlderAgent(t *testing.T) {
 	h := newHarness(t)
-	_, stop := h.run(t)
-	h.waitConnected(t)
-	h.waitReportedRequest(t, "")
-	stop()
+	h.provisionOnce(t)
 	h.hub.mu.Lock()
 	delete(h.hub.twin["dpsAgent"].(map[string]any), "renewRequestId")
 	h.hub.mu.Unlock()
 
 	h.setDesiredRequest("rotate-2026-10")
-	_, stop = h.run(t)
+	_, stop := h.run(t)
 	h.waitReportedRequest(t, "rotate-2026-10")
 	h.noRenewal(t, "an older agent handled the request")
 	stop()
@@ -123,10 +127,7 @@ func TestTwinRequestWhileConnected(t *testing.T) {
 // reports it once a renewal succeeds.
 func TestTwinRequestRetriedAfterAFailedRenewal(t *testing.T) {
 	h := newHarness(t)
-	_, stop := h.run(t)
-	h.waitConnected(t)
-	h.waitReportedRequest(t, "")
-	stop()
+	h.provisionOnce(t)
 
 	failing := func(on bool) {
 		var hubErr error
@@ -166,17 +167,14 @@ func TestTwinRequestRetriedAfterAFailedRenewal(t *testing.T) {
 // a value it does not know, which would erase the record of what was handled.
 func TestTwinRequestUnknownWhenTheTwinCannotBeRead(t *testing.T) {
 	h := newHarness(t)
-	_, stop := h.run(t)
-	h.waitConnected(t)
-	h.waitReportedRequest(t, "")
-	stop()
+	h.provisionOnce(t)
 
 	h.hub.mu.Lock()
 	h.hub.twin["dpsAgent"].(map[string]any)["renewRequestId"] = "handled-before"
 	h.hub.twinErr = errors.New("twin GET timed out")
 	h.hub.mu.Unlock()
 	h.setDesiredRequest("new-one")
-	_, stop = h.run(t)
+	_, stop := h.run(t)
 	target := h.waitConnected(t)
 	// A resync delivers the desired section: still unknown, still nothing.
 	target.OnDesired(map[string]any{"dpsAgent": map[string]any{"renewRequestId": "new-one"}}, 4)

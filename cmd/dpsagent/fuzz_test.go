@@ -91,9 +91,9 @@ func FuzzSymmetricKeyFile(f *testing.F) {
 //	go test -run '^$' -fuzz FuzzBirthCertificate -fuzztime 60s ./cmd/dpsagent/
 func FuzzBirthCertificate(f *testing.F) {
 	const regID = "gateway-001"
-	certPEM, keyPEM := fuzzBirth(f, regID, nil)
-	otherCert, otherKey := fuzzBirth(f, "gateway-002", nil)
-	caCert, _ := fuzzBirth(f, "manufacturing CA", nil)
+	certPEM, keyPEM := birthPEM(f, regID, nil)
+	otherCert, otherKey := birthPEM(f, "gateway-002", nil)
+	caCert, _ := birthPEM(f, "manufacturing CA", nil)
 	for _, blob := range []bool{false, true} {
 		f.Add(certPEM, keyPEM, blob)
 		f.Add(append(bytes.Clone(certPEM), caCert...), keyPEM, blob)
@@ -167,7 +167,7 @@ func FuzzBirthCertificate(f *testing.F) {
 //
 //	go test -run '^$' -fuzz FuzzTrustBundleCheck -fuzztime 60s ./cmd/dpsagent/
 func FuzzTrustBundleCheck(f *testing.F) {
-	ca, _ := fuzzBirth(f, "emulator CA", nil)
+	ca, _ := birthPEM(f, "emulator CA", nil)
 	f.Add(ca)
 	f.Add(append(bytes.Clone(ca), ca...))
 	f.Add(append([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), ca...))
@@ -282,9 +282,9 @@ func FuzzDaemonStatus(f *testing.F) {
 	})
 }
 
-// fuzzBirth makes a self-signed certificate for cn and its PKCS#8 key, as
-// PEM, like initBirth but for any testing.TB; a non-nil key is reused.
-func fuzzBirth(tb testing.TB, cn string, key *ecdsa.PrivateKey) (certPEM, keyPEM []byte) {
+// birthPEM makes a self-signed birth certificate for cn and its PKCS#8 key,
+// as PEM; a non-nil key is reused.
+func birthPEM(tb testing.TB, cn string, key *ecdsa.PrivateKey) (certPEM, keyPEM []byte) {
 	tb.Helper()
 	if key == nil {
 		var err error
