@@ -118,13 +118,7 @@ func utcPtr(t *time.Time) *time.Time {
 	return ptr(t.UTC())
 }
 
-func (e *Emulator) hubNames() map[string]bool {
-	names := map[string]bool{}
-	for _, h := range e.cfg.Hubs {
-		names[h.Name] = true
-	}
-	return names
-}
+func (e *Emulator) hubNames() map[string]bool { return e.cfg.hubNames() }
 
 func (e *Emulator) listEnrollments(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, e.state.Enrollments())
@@ -140,11 +134,15 @@ func (e *Emulator) createEnrollment(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "enrollment: %v", err)
 		return
 	}
-	if _, exists := e.state.Enrollment(en.Key()); exists {
+	err := e.state.CreateEnrollment(en)
+	switch {
+	case errors.Is(err, ErrEnrollmentExists):
 		writeError(w, http.StatusConflict, "%s is already enrolled: PATCH it or DELETE it first", en.Key())
 		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "%s not created, as a restart would lose it: %v", en.Key(), err)
+		return
 	}
-	e.state.PutEnrollment(en)
 	e.log.Info("enrollment created", zap.String("enrollment", en.Key()), zap.String("attestation", en.Attestation.Type))
 	writeJSON(w, http.StatusCreated, en)
 }
@@ -165,35 +163,58 @@ func (e *Emulator) patchEnrollment(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no enrollment %q", r.PathValue("id"))
 		return
 	}
-	en, _ := e.state.Enrollment(key)
-	// A merge: the body's fields replace the enrollment's, others stay.
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "request body: %v", err)
 		return
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&en); err != nil {
-		writeError(w, http.StatusBadRequest, "request body: %v", err)
+	// A merge: the body's fields replace the enrollment's, others stay.
+	var invalid error
+	en, err := e.state.UpdateEnrollment(key, func(en *Enrollment) error {
+		invalid = mergeEnrollment(en, body, key, e.hubNames())
+		return invalid
+	})
+	switch {
+	case err != nil && err == invalid:
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	case errors.Is(err, ErrNoEnrollment):
+		writeError(w, http.StatusNotFound, "no enrollment %q", r.PathValue("id"))
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "%s not changed, as a restart would lose the change: %v", key, err)
 		return
 	}
-	if en.Key() != key {
-		writeError(w, http.StatusBadRequest, "an enrollment's registration_id or group_id cannot change")
-		return
-	}
-	if err := en.Validate(e.hubNames()); err != nil {
-		writeError(w, http.StatusBadRequest, "enrollment: %v", err)
-		return
-	}
-	e.state.PutEnrollment(en)
 	e.log.Info("enrollment updated", zap.String("enrollment", key), zap.Bool("enabled", en.IsEnabled()))
 	writeJSON(w, http.StatusOK, en)
 }
 
+// mergeEnrollment decodes a PATCH body over en and checks the result.
+func mergeEnrollment(en *Enrollment, body []byte, key string, hubs map[string]bool) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(en); err != nil {
+		return fmt.Errorf("request body: %w", err)
+	}
+	if en.Key() != key {
+		return errors.New("an enrollment's registration_id or group_id cannot change")
+	}
+	if err := en.Validate(hubs); err != nil {
+		return fmt.Errorf("enrollment: %w", err)
+	}
+	return nil
+}
+
 func (e *Emulator) deleteEnrollment(w http.ResponseWriter, r *http.Request) {
 	key, ok := e.enrollmentKey(r.PathValue("id"))
-	if !ok || !e.state.DeleteEnrollment(key) {
+	if ok {
+		var err error
+		if ok, err = e.state.DeleteEnrollment(key); err != nil {
+			writeError(w, http.StatusInternalServerError, "%s not deleted, as a restart would bring it back: %v", key, err)
+			return
+		}
+	}
+	if !ok {
 		writeError(w, http.StatusNotFound, "no enrollment %q", r.PathValue("id"))
 		return
 	}

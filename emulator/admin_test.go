@@ -88,7 +88,7 @@ func TestAdminEnrollments(t *testing.T) {
 		{"GET", "/api/enrollments", "", 200, `"registration_id": "gw-1"`},
 		{"PATCH", "/api/enrollments/GW-1", `{"enabled":false}`, 200, `"enabled": false`},
 		{"PATCH", "/api/enrollments/gw-1", `{"registration_id":"gw-9"}`, 400, "cannot change"},
-		{"PATCH", "/api/enrollments/fleet", `{"allocation":"nope"}`, 400, "use static, evenly or hashed"},
+		{"PATCH", "/api/enrollments/fleet", `{"enabled":false,"allocation":"nope"}`, 400, "use static, evenly or hashed"},
 		{"DELETE", "/api/enrollments/gw-1", "", 204, ""},
 		{"DELETE", "/api/enrollments/gw-1", "", 404, "no enrollment"},
 	}
@@ -102,6 +102,9 @@ func TestAdminEnrollments(t *testing.T) {
 	var list []Enrollment
 	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list) != 1 || list[0].GroupID != "fleet" {
 		t.Fatalf("enrollments after the sequence: %s", body)
+	}
+	if !list[0].IsEnabled() {
+		t.Error("a refused PATCH changed the enrollment")
 	}
 }
 

@@ -228,6 +228,15 @@ func (c *Config) KeyPolicy() (pki.KeyPolicy, error) {
 	return p, p.Validate()
 }
 
+// hubNames is the set of the configured hubs' names.
+func (c *Config) hubNames() map[string]bool {
+	names := map[string]bool{}
+	for _, h := range c.Hubs {
+		names[h.Name] = true
+	}
+	return names
+}
+
 // hub returns the configuration of the named hub.
 func (c *Config) hub(name string) (HubConfig, bool) {
 	for _, h := range c.Hubs {

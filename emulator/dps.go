@@ -35,12 +35,11 @@ type dps struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex
-	closed    bool
-	wg        sync.WaitGroup
-	ops       dpsOperations
-	polls     dpsPollLimiter
-	firstHubs map[string]string // lower-case device ID -> hub name of its first assignment
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+	ops    dpsOperations
+	polls  dpsPollLimiter
 
 	// assignMu serialises allocation with the device update it leads to,
 	// so "evenly" sees every earlier assignment.
@@ -68,7 +67,6 @@ func newDPS(e *Emulator) *dps {
 		cancel:       cancel,
 		ops:          dpsOperations{byID: map[string]*dpsOperation{}},
 		polls:        dpsPollLimiter{devices: map[string][]time.Time{}},
-		firstHubs:    map[string]string{},
 	}
 }
 

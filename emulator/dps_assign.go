@@ -142,14 +142,10 @@ func (d *dps) assign(op *dpsOperation, now time.Time) (dpsAssignment, error) {
 	}
 	allocated := dpsAllocate(enr.Allocation, hubs, op.registrationID, load)
 	key := strings.ToLower(a.deviceID)
-	d.mu.Lock()
-	first, known := d.firstHubs[key]
-	d.mu.Unlock()
-	if !known && had {
-		first = existing.Hub
-	}
-	current := ""
+	first, current := "", ""
 	if had {
+		// A device saved before iotemu kept its first hub: its current one.
+		first = dpsFirstHub(existing.InitialHub, existing.Hub)
 		current = existing.Hub
 		if _, ok := d.e.cfg.hub(current); !ok {
 			current = "" // its hub is gone from the configuration
@@ -158,13 +154,8 @@ func (d *dps) assign(op *dpsOperation, now time.Time) (dpsAssignment, error) {
 	target, substatus, resetTwin := dpsReprovision(enr.Reprovision, allocated.Name, had, current, first)
 	a.hub, _ = d.e.cfg.hub(target)
 	a.substatus = substatus
-	dev.Hub = target
+	dev.Hub, dev.InitialHub = target, dpsFirstHub(first, target)
 	previous, seq := d.e.state.assign(dev, resetTwin)
-	if !known {
-		d.mu.Lock()
-		d.firstHubs[key] = dpsFirstHub(first, target)
-		d.mu.Unlock()
-	}
 	d.assignMu.Unlock()
 
 	if previous != "" && previous != target {

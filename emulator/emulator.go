@@ -104,6 +104,9 @@ func New(cfg Config, dataDir string, opts Options) (*Emulator, error) {
 	if err := state.openRegistry(filepath.Join(dataDir, RegistryDir), log.Named("registry")); err != nil {
 		return nil, err
 	}
+	if err := state.openEnrollments(filepath.Join(dataDir, EnrollmentsDir), cfg.hubNames(), log.Named("enrollments")); err != nil {
+		return nil, err
+	}
 	for hub, n := range state.HubLoad() {
 		if _, ok := cfg.hub(hub); !ok {
 			log.Warn("the device registry holds devices of a hub the configuration does not have; they are refused until DPS assigns them again",

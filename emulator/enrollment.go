@@ -103,6 +103,20 @@ func (e *Enrollment) defaults() {
 
 func ptr[T any](v T) *T { return &v }
 
+// clone is a copy that shares nothing with e, so that decoding a patch into
+// it (which writes through pointers and reuses slices) leaves e alone.
+func (e *Enrollment) clone() Enrollment {
+	c := *e
+	c.Hubs = slices.Clone(e.Hubs)
+	if e.Enabled != nil {
+		c.Enabled = ptr(*e.Enabled)
+	}
+	if e.IssueCertificates != nil {
+		c.IssueCertificates = ptr(*e.IssueCertificates)
+	}
+	return c
+}
+
 // Validate checks the enrollment against the hub names that exist.
 func (e *Enrollment) Validate(hubs map[string]bool) error {
 	switch {

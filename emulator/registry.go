@@ -23,9 +23,10 @@ import (
 // registry_store.go says what is not, and why.
 const RegistryDir = "devices"
 
-// registryFormatVersion is each file's format_version. A file of another
-// version is refused, never guessed at.
-const registryFormatVersion = 1
+// registryFormatVersion is the format_version files are written in. Version
+// 1 lacks initial_hub, and is read as a device whose first hub is its
+// current one; a file of any other version is refused, never guessed at.
+const registryFormatVersion = 2
 
 // registryEntry is one device's file. Keys and certificates are base64 (DER
 // for the certificates), as DPS and IoT Hub carry them.
@@ -35,6 +36,8 @@ type registryEntry struct {
 	RegistrationID string `json:"registration_id"`
 	Hub            string `json:"hub"`
 	Enrollment     string `json:"enrollment"`
+	// InitialHub is the hub DPS first assigned the device to (version 2).
+	InitialHub string `json:"initial_hub,omitempty"`
 	// How the hub authenticates the device (Device's fields of the same names).
 	SymmetricKeys  [][]byte `json:"symmetric_keys"`
 	Thumbprints    []string `json:"thumbprints"`
@@ -60,6 +63,7 @@ func encodeRegistryEntry(d *Device) ([]byte, error) {
 	e := registryEntry{
 		FormatVersion: registryFormatVersion,
 		DeviceID:      d.DeviceID, RegistrationID: d.RegistrationID, Hub: d.Hub, Enrollment: d.EnrollmentKey,
+		InitialHub:    d.InitialHub,
 		SymmetricKeys: d.SymmetricKeys, Thumbprints: d.Thumbprints,
 		Issued: d.Issued, Revoked: d.Revoked, Certificate: d.Certificate,
 		Twin: registryTwin{
@@ -93,8 +97,8 @@ func decodeRegistryEntry(data []byte) (*Device, error) {
 	switch {
 	case head.FormatVersion == nil:
 		return nil, errors.New("no format_version: not a device registry file")
-	case *head.FormatVersion != registryFormatVersion:
-		return nil, fmt.Errorf("format_version %d: this iotemu reads %d (was the file written by another version of iotemu?)", *head.FormatVersion, registryFormatVersion)
+	case *head.FormatVersion < 1 || *head.FormatVersion > registryFormatVersion:
+		return nil, fmt.Errorf("format_version %d: this iotemu reads 1 to %d (was the file written by another version of iotemu?)", *head.FormatVersion, registryFormatVersion)
 	}
 	var e registryEntry
 	if err := strictJSON(data, &e); err != nil {
@@ -105,11 +109,14 @@ func decodeRegistryEntry(data []byte) (*Device, error) {
 		return nil, errors.New("device_id is empty")
 	case e.Hub == "":
 		return nil, fmt.Errorf("device %q: hub is empty", e.DeviceID)
+	case e.FormatVersion == 1 && e.InitialHub != "":
+		return nil, fmt.Errorf("device %q: initial_hub is not part of format_version 1", e.DeviceID)
 	case e.Twin.DesiredVersion < 1 || e.Twin.ReportedVersion < 1:
 		return nil, fmt.Errorf("device %q: twin versions %d (desired) and %d (reported): IoT Hub's start at 1", e.DeviceID, e.Twin.DesiredVersion, e.Twin.ReportedVersion)
 	}
 	d := &Device{
 		DeviceID: e.DeviceID, RegistrationID: e.RegistrationID, Hub: e.Hub, EnrollmentKey: e.Enrollment,
+		InitialHub:    e.InitialHub,
 		SymmetricKeys: e.SymmetricKeys, Thumbprints: e.Thumbprints,
 		Issued: e.Issued, Revoked: e.Revoked, Certificate: e.Certificate,
 		Twin: Twin{

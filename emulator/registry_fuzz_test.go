@@ -16,7 +16,7 @@ import (
 func FuzzRegistryEntry(f *testing.F) {
 	ca := newDPSTestCA(f, "fuzz CA", nil)
 	for _, d := range []*Device{
-		{DeviceID: "gw-1", RegistrationID: "gw-1", Hub: "hub1", EnrollmentKey: "registration:gw-1",
+		{DeviceID: "gw-1", RegistrationID: "gw-1", Hub: "hub1", EnrollmentKey: "registration:gw-1", InitialHub: "hub2",
 			SymmetricKeys: [][]byte{[]byte("0123456789abcdef0123456789abcdef")}, Issued: true,
 			Certificate: &CertificateInfo{Serial: "01", NotBefore: time.Unix(0, 0).UTC(), NotAfter: time.Unix(1e9, 0).UTC(), SHA256: "AA"},
 			Twin: Twin{Desired: map[string]any{"n": json.Number("1e400")}, DesiredVersion: 2,
@@ -35,6 +35,9 @@ func FuzzRegistryEntry(f *testing.F) {
 		`null`,
 		`{"format_version":1}`,
 		`{"format_version":2}`,
+		`{"format_version":3}`,
+		`{"format_version":1,"device_id":"a","hub":"h","initial_hub":"g","twin":{"desired_version":1,"reported_version":1}}`,
+		`{"format_version":2,"device_id":"a","hub":"h","initial_hub":"g","twin":{"desired_version":1,"reported_version":1}}`,
 		`{"format_version":1.5}`,
 		`{"format_version":1,"device_id":"a","hub":"h","twin":{"desired":null,"desired_version":1,"reported_version":1}}`,
 		`{"format_version":1,"device_id":"../a","hub":"h","twin":{"desired_version":1,"reported_version":1}}`,

@@ -228,7 +228,7 @@ func TestRegistryRefusesDamagedFile(t *testing.T) {
 		{"not JSON", "d1.json", "device_id: d1", "not a device registry file"},
 		{"torn", "d1.json", entry[:len(entry)/2], "not a device registry file"},
 		{"no version", "d1.json", strings.Replace(entry, `"format_version":1,`, "", 1), "no format_version"},
-		{"newer version", "d1.json", `{"format_version":2,"device_id":"d1","labels":{}}`, "format_version 2: this iotemu reads 1"},
+		{"newer version", "d1.json", `{"format_version":3,"device_id":"d1","labels":{}}`, "format_version 3: this iotemu reads 1 to 2"},
 		{"unknown field", "d1.json", registryEntryJSON(`,"enabled":true`), `unknown field "enabled"`},
 		{"second value", "d1.json", entry + " {}", "not a device registry file"},
 		{"misnamed", "d2.json", entry, `it holds device "d1", whose file is d1.json`},
@@ -236,6 +236,7 @@ func TestRegistryRefusesDamagedFile(t *testing.T) {
 		{"bad CA", "d1.json", strings.Replace(entry, `"ca_certificates":null`, `"ca_certificates":["AAAA"]`, 1), "ca_certificates[0]"},
 		{"bad key", "d1.json", strings.Replace(entry, `"symmetric_keys":null`, `"symmetric_keys":["not base64!"]`, 1), "illegal base64"},
 		{"no hub", "d1.json", strings.Replace(entry, `"hub":"hub1"`, `"hub":""`, 1), "hub is empty"},
+		{"initial_hub in version 1", "d1.json", strings.Replace(entry, `"hub":"hub1"`, `"hub":"hub1","initial_hub":"hub2"`, 1), "initial_hub is not part of format_version 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

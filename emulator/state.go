@@ -3,6 +3,7 @@ package emulator
 import (
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -30,6 +31,9 @@ type Device struct {
 	RegistrationID string
 	Hub            string // hub name
 	EnrollmentKey  string
+	// InitialHub is DPS's memory of the hub it first assigned the device to,
+	// for re-provisioning's substatus (reprovisionedToInitialAssignment).
+	InitialHub string
 	// How the hub authenticates it.
 	SymmetricKeys [][]byte            // SAS
 	Thumbprints   []string            // self-signed or individual X.509 (SHA-256, upper-case hex)
@@ -135,15 +139,21 @@ const maxTelemetryKept = 1000
 
 // State is the service model shared by the DPS and hub front-ends and the admin
 // API. One mutex guards it: operations are short and the emulator's throughput
-// goal is far below what that allows. The devices are saved in the data
-// directory when the Emulator opens one (registry_store.go); a State made by
-// NewState alone keeps them in memory.
+// goal is far below what that allows. The devices, and the enrollments the
+// admin API changes, are saved in the data directory when the Emulator opens
+// one (registry_store.go, enrollment_store.go); a State made by NewState alone
+// keeps them in memory.
 type State struct {
 	mu            sync.Mutex
 	enrollments   map[string]*Enrollment // by Key()
 	devices       map[string]*Device     // by device ID (lower case: IDs are case-insensitive)
 	registrations []Registration
 	regIndex      map[string]int // operation ID -> index in registrations
+
+	// enrollMu orders enrollment changes; enrollStore saves them, nil keeps
+	// them in memory only.
+	enrollMu    sync.Mutex
+	enrollStore *enrollmentStore
 
 	// store saves the device registry; nil keeps it in memory only. changes
 	// numbers the changes it saves, and lastChange is each device's latest.
@@ -193,20 +203,90 @@ func (s *State) Enrollment(key string) (Enrollment, bool) {
 	return *e, true
 }
 
+// Errors of the enrollment changes.
+var (
+	ErrEnrollmentExists = errors.New("already enrolled")
+	ErrNoEnrollment     = errors.New("no such enrollment")
+)
+
 // PutEnrollment adds or replaces an enrollment.
-func (s *State) PutEnrollment(e Enrollment) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.enrollments[e.Key()] = &e
+func (s *State) PutEnrollment(e Enrollment) error {
+	return s.changeEnrollment(e.Key(), func(*Enrollment) (*Enrollment, error) { return &e, nil })
+}
+
+// CreateEnrollment adds an enrollment; ErrEnrollmentExists if its key is
+// taken.
+func (s *State) CreateEnrollment(e Enrollment) error {
+	return s.changeEnrollment(e.Key(), func(cur *Enrollment) (*Enrollment, error) {
+		if cur != nil {
+			return nil, fmt.Errorf("%s: %w", e.Key(), ErrEnrollmentExists)
+		}
+		return &e, nil
+	})
+}
+
+// UpdateEnrollment changes the enrollment stored under key with update,
+// which must keep its key; an error from update leaves it as it was.
+func (s *State) UpdateEnrollment(key string, update func(*Enrollment) error) (Enrollment, error) {
+	var out Enrollment
+	err := s.changeEnrollment(key, func(cur *Enrollment) (*Enrollment, error) {
+		if cur == nil {
+			return nil, fmt.Errorf("%s: %w", key, ErrNoEnrollment)
+		}
+		next := cur.clone()
+		if err := update(&next); err != nil {
+			return nil, err
+		}
+		if next.Key() != key {
+			return nil, fmt.Errorf("%s cannot become %s", key, next.Key())
+		}
+		out = next
+		return &next, nil
+	})
+	return out, err
 }
 
 // DeleteEnrollment removes an enrollment; it reports whether it existed.
-func (s *State) DeleteEnrollment(key string) bool {
+func (s *State) DeleteEnrollment(key string) (bool, error) {
+	existed := false
+	err := s.changeEnrollment(key, func(cur *Enrollment) (*Enrollment, error) {
+		existed = cur != nil
+		return nil, nil
+	})
+	return existed && err == nil, err
+}
+
+// changeEnrollment replaces the enrollment stored under key (cur, nil if
+// none) with what change returns, nil to delete it. The result is saved
+// before it is made, where the State has a data directory: a change that
+// cannot be saved is not made. Changes are ordered by enrollMu.
+func (s *State) changeEnrollment(key string, change func(cur *Enrollment) (*Enrollment, error)) error {
+	s.enrollMu.Lock()
+	defer s.enrollMu.Unlock()
+	var cur *Enrollment
+	if e, ok := s.Enrollment(key); ok {
+		cur = &e
+	}
+	next, err := change(cur)
+	switch {
+	case err != nil:
+		return err
+	case cur == nil && next == nil:
+		return nil
+	case next != nil:
+		next.defaults()
+	}
+	if err := s.enrollStore.save(key, next); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.enrollments[key]
-	delete(s.enrollments, key)
-	return ok
+	if next == nil {
+		delete(s.enrollments, key)
+	} else {
+		s.enrollments[key] = next
+	}
+	return nil
 }
 
 // IndividualEnrollment returns the individual enrollment of a registration ID.
@@ -320,6 +400,9 @@ func (s *State) assign(d Device, resetTwin bool) (previousHub string, seq uint64
 		d.Connected, d.ConnectedSince, d.AuthMethod = old.Connected, old.ConnectedSince, old.AuthMethod
 		if d.Certificate == nil {
 			d.Certificate = old.Certificate
+		}
+		if d.InitialHub == "" {
+			d.InitialHub = old.InitialHub
 		}
 	}
 	if d.Twin.Desired == nil {

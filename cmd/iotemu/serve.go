@@ -26,12 +26,15 @@ enrollments (create them through POST /api/enrollments).
 Devices trust DATA/tls-ca.pem for the servers; issued certificates chain to
 DATA/device-root.pem. The devices DPS assigned, their credentials and twins are
 kept in DATA/devices/ (a file each), so they reconnect after a restart without
-registering again. Once every listener is up, DATA/endpoints.json holds the
-actual addresses and a line starting with "ready" is printed.`,
+registering again. Enrollments created, changed or deleted through the admin
+API are kept in DATA/enrollments/; they win over the --config file's entry of
+the same ID until that entry is edited. Once every listener is up,
+DATA/endpoints.json holds the actual addresses and a line starting with "ready"
+is printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
-				return errors.New("--data is required: the directory that keeps the CAs and the device registry across restarts")
+				return errors.New("--data is required: the directory that keeps the CAs, the device registry and the enrollments across restarts")
 			}
 			cfg, err := emulator.LoadConfig(configFile)
 			if err != nil {
@@ -52,7 +55,7 @@ actual addresses and a line starting with "ready" is printed.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data", "", "directory for the CAs, the device registry, endpoints.json and other state")
+	cmd.Flags().StringVar(&dataDir, "data", "", "directory for the CAs, the device registry, the admin API's enrollments, endpoints.json and other state")
 	cmd.Flags().StringVar(&configFile, "config", "", "YAML configuration (default: the built-in defaults)")
 	return cmd
 }

@@ -54,3 +54,20 @@ func TestWriteFailure(t *testing.T) {
 		t.Errorf("left behind: %v", entries)
 	}
 }
+
+// Remove deletes the file, and a file already gone is not an error: a
+// deletion repeated after a crash succeeds.
+func TestRemove(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := Write(path, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("after Remove: %v, want the file gone", err)
+	}
+}
