@@ -1,12 +1,9 @@
 package emulator
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"go.uber.org/zap"
 
@@ -97,31 +94,19 @@ func (s *State) applyRecordLocked(st *enrollmentStore, path string, r enrollment
 	return true
 }
 
-// readEnrollments reads every enrollment file in dir, by path. Names
-// starting with a dot (temporary files a crash left behind) and names not
-// ending in .json are not the store's and are passed over.
+// readEnrollments reads every enrollment file in dir (forEachRecordFile), by
+// path.
 func readEnrollments(dir string) (map[string]enrollmentRecord, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read the enrollments: %w", err)
-	}
 	records := map[string]enrollmentRecord{}
-	for _, ent := range entries {
-		name := ent.Name()
-		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".json") || ent.IsDir() {
-			continue
-		}
-		path := filepath.Join(dir, name)
+	err := forEachRecordFile(dir, "the enrollments", func(path string) error {
 		r, err := readEnrollmentFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("enrollment file %s: %w; delete it to undo the admin API's change to that enrollment (the configuration file's definition, if any, is used), or delete %s to undo them all", path, err, dir)
+			return fmt.Errorf("enrollment file %s: %w; delete it to undo the admin API's change to that enrollment (the configuration file's definition, if any, is used), or delete %s to undo them all", path, err, dir)
 		}
 		records[path] = r
-	}
-	return records, nil
+		return nil
+	})
+	return records, err
 }
 
 func readEnrollmentFile(path string) (enrollmentRecord, error) {

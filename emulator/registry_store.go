@@ -73,31 +73,43 @@ func (s *State) openRegistry(dir string, log *zap.Logger) error {
 	return nil
 }
 
-// readRegistry reads every device file in dir. Names starting with a dot
-// (temporary files a crash left behind) and names not ending in .json are
-// not the registry's and are passed over.
+// readRegistry reads every device file in dir.
 func readRegistry(dir string) ([]*Device, error) {
+	var devices []*Device
+	err := forEachRecordFile(dir, "the device registry", func(path string) error {
+		d, err := readRegistryFile(path)
+		if err != nil {
+			return fmt.Errorf("device registry file %s: %w; delete it to forget that device (it then registers with DPS again), or delete %s to start with an empty registry", path, err, dir)
+		}
+		devices = append(devices, d)
+		return nil
+	})
+	return devices, err
+}
+
+// forEachRecordFile calls read with the path of each record file in dir
+// (the device registry's, the enrollments'), stopping at its first error. A
+// missing directory holds none. Names starting with a dot (temporary files a
+// crash left behind), names not ending in .json and directories are not
+// records and are passed over.
+func forEachRecordFile(dir, what string, read func(path string) error) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read the device registry: %w", err)
+		return fmt.Errorf("read %s: %w", what, err)
 	}
-	var devices []*Device
 	for _, ent := range entries {
 		name := ent.Name()
 		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".json") || ent.IsDir() {
 			continue
 		}
-		path := filepath.Join(dir, name)
-		d, err := readRegistryFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("device registry file %s: %w; delete it to forget that device (it then registers with DPS again), or delete %s to start with an empty registry", path, err, dir)
+		if err := read(filepath.Join(dir, name)); err != nil {
+			return err
 		}
-		devices = append(devices, d)
 	}
-	return devices, nil
+	return nil
 }
 
 func readRegistryFile(path string) (*Device, error) {
